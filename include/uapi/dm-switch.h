@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * dm-switch generic-netlink ABI (family "DM_SWITCH", version 1).
+ *
+ * This is the wire format of the 2011 RFC "dm-switch target [v3]", unchanged,
+ * so agents written against the RFC keep working. All integers are in host
+ * byte order. The kernel module never casts a message to these structures: it
+ * decodes the bytes field by field, so senders need not align the payload.
+ */
+#ifndef _UAPI_DM_SWITCH_H
+#define _UAPI_DM_SWITCH_H
+
+#ifdef __KERNEL__
+#include <linux/types.h>
+#else
+#include <stdint.h>
+#endif
+
+/* Name and version of the generic-netlink family. */
+#define DM_SWITCH_GENL_NAME "DM_SWITCH"
+#define DM_SWITCH_GENL_VERSION 1
+
+/*
+ * Page-table entries per chunk. The kernel allocates the table in chunks of
+ * this many entries; a window with page_count 0 at a multiple of it frees one.
+ */
+#define CHUNK_PTE_SHIFT (13)
+#define CHUNK_PTE_COUNT (1LL << CHUNK_PTE_SHIFT)
+
+#define MAX_IPC_MSG_LEN 65480	/* largest NETLINK_ATTR_MSG payload */
+#define MAX_ERR_STR_LEN 255	/* longest err_str, without its NUL */
+
+enum Opcode {
+	OPCODE_PAGE_TABLE_UPLOAD = 1,
+};
+
+/*
+ * Request: one window of the page table, in NETLINK_ATTR_MSG.
+ *
+ * ptbl_buff holds page_count entries of pte_bits bits each, packed into
+ * 32-bit words, least significant field first; a field never straddles two
+ * words, so a word holds 32 / pte_bits fields. page_offset must be a multiple
+ * of that. A window replaces exactly its own entries. A change of page_total
+ * or pte_bits replaces the whole table. page_count 0 with a chunk-aligned
+ * page_offset frees that chunk (its regions become unmapped: path 0).
+ */
+struct IpcPgTable {
+	uint32_t total_len;	/* informational; never trusted */
+	uint32_t opcode;	/* enum Opcode: must be OPCODE_PAGE_TABLE_UPLOAD */
+	uint32_t userland[2];	/* opaque words shown by dmsetup status */
+	uint32_t dev_major;	/* DM device major */
+	uint32_t dev_minor;	/* DM device minor */
+	uint32_t page_total;	/* regions in the whole table */
+	uint32_t page_offset;	/* first region of this window */
+	uint32_t page_count;	/* regions in this window */
+	uint16_t dev_count;	/* paths: must equal the target's */
+	uint8_t pte_bits;	/* bits per entry, 1..32 */
+	uint8_t reserved;
+	uint32_t ptbl_buff[1];	/* packed entries (variable length) */
+};
+
+/* Bytes before ptbl_buff. */
+#define IPC_PG_TABLE_HDR_LEN 40
+
+/*
+ * Reply: in an attribute of type DM_SWITCH_ATTR_RESPONSE of a message with
+ * command NETLINK_CMD_GET_PAGE_TBL. status is 0 or a positive errno.
+ */
+struct IpcResponse {
+	uint32_t total_len;	/* sizeof(struct IpcResponse): 284 */
+	uint32_t opcode;	/* echoed */
+	uint32_t userland[2];	/* echoed */
+	uint32_t dev_major;	/* echoed */
+	uint32_t dev_minor;	/* echoed */
+	uint32_t status;	/* 0 on success; errno on failure */
+	char err_str[MAX_ERR_STR_LEN + 1];	/* NUL-terminated reason */
+};
+
+/* Generic Netlink attributes. */
+enum {
+	NETLINK_ATTR_UNSPEC,
+	NETLINK_ATTR_MSG,
+	NETLINK_ATTR__MAX,
+};
+#define NETLINK_ATTR_MAX (NETLINK_ATTR__MAX - 1)
+
+/* The RFC put its reply in an attribute whose type is NLA_BINARY (11). */
+#define DM_SWITCH_ATTR_RESPONSE 11
+
+/* Generic Netlink commands. */
+enum {
+	NETLINK_CMD_UNSPEC,
+	NETLINK_CMD_GET_PAGE_TBL,
+	NETLINK_CMD__MAX,
+};
+#define NETLINK_CMD_MAX (NETLINK_CMD__MAX - 1)
+
+#endif /* _UAPI_DM_SWITCH_H */

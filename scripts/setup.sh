@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs everything dm-switch-rs needs to build, boot and test, from Debian's
+# configured apt sources, crates.io and PyPI only. Idempotent; run as root.
+set -euo pipefail
+
+APT_PACKAGES=(
+  linux-source-6.12
+  rustc-web rust-web-src rust-web-clippy
+  clang-19 lld-19 llvm-19 libclang-19-dev
+  bc bison flex libelf-dev libssl-dev cpio kmod xz-utils make
+  qemu-system-x86 busybox-static udev
+  dmsetup fio util-linux e2fsprogs
+  python3 python3-pip jq libcap2-bin
+)
+BINDGEN_VERSION=0.71.1
+VIRTME_NG_VERSION=1.42
+
+log() { printf '[setup] %s\n' "$*"; }
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "apt: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  log "apt: all packages present"
+fi
+
+# bindgen: Debian's 0.60 is too old for 6.12 (needs >= 0.65.1).
+BINDGEN_ROOT=${BINDGEN_ROOT:-/opt/dm-switch/bindgen}
+if ! "$BINDGEN_ROOT/bin/bindgen" --version 2>/dev/null | grep -q "$BINDGEN_VERSION"; then
+  log "cargo: installing bindgen-cli $BINDGEN_VERSION"
+  cargo install --locked --quiet --root "$BINDGEN_ROOT" bindgen-cli --version "$BINDGEN_VERSION"
+else
+  log "bindgen $BINDGEN_VERSION present"
+fi
+
+# virtme-ng runs the test kernel in QEMU with the host root shared read-only.
+if ! command -v vng >/dev/null 2>&1 || ! vng --version 2>/dev/null | grep -q "$VIRTME_NG_VERSION"; then
+  log "pip: installing virtme-ng $VIRTME_NG_VERSION"
+  python3 -m pip install --quiet --disable-pip-version-check "virtme-ng==$VIRTME_NG_VERSION"
+else
+  log "virtme-ng present"
+fi
+log "done"
