@@ -10,7 +10,7 @@ APT_PACKAGES=(
   bc bison flex libelf-dev libssl-dev cpio kmod xz-utils make
   qemu-system-x86 busybox-static udev
   dmsetup fio util-linux e2fsprogs
-  python3 python3-pip jq libcap2-bin
+  python3 python3-pytest jq libcap2-bin
 )
 BINDGEN_VERSION=0.71.1
 VIRTME_NG_VERSION=1.42
