@@ -1,0 +1,224 @@
+//! Command-line interface: `dm-switch upload` and `dm-switch status`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const ABOUT: &str = "Userland agent for the dm-switch device-mapper target";
+
+const LONG_ABOUT: &str = "\
+Userland agent for the dm-switch device-mapper target.
+
+It uploads a switch device's region table (which path each region goes to)
+to the dm_switch kernel module over generic netlink (family DM_SWITCH), and
+shows the target's status. Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN).
+
+DEV is a DM name (sw0 = /dev/mapper/sw0), /dev/mapper/NAME, /dev/dm-N, or
+MAJOR:MINOR.
+
+Mapping file format (upload --file):
+  one `REGION PATH` or `FIRST-LAST PATH` per line, decimal numbers;
+  `#` starts a comment; blank lines are ignored; regions not named map to
+  path 0; a later line overrides an earlier one. Errors name FILE:LINE.
+
+Exit codes: 0 success, 1 usage or user error, 2 the kernel refused.";
+
+const EXAMPLES: &str = "\
+Examples:
+  dm-switch upload sw0 --round-robin
+  dm-switch upload /dev/mapper/sw0 --file map.txt --userland 1,0x2a
+  printf '0-99 1\\n100 2\\n' | dm-switch upload 253:0 --file -
+  dm-switch upload sw0 --region-mappings '0:0 :1 :2 R3,fd'
+  dm-switch upload sw0 --free-chunk 2
+  dm-switch status sw0 --json";
+
+/// Top-level command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "dm-switch",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Upload a region table (or free one chunk of it) to the kernel.
+    #[command(
+        long_about = "Upload a region table to a switch device, or free one kernel chunk.\n\n\
+Defaults come from `dmsetup table`: page_total = ceil(length / region size),\n\
+pte_bits = max(1, ceil(log2(path count))). The table is sent in as few\n\
+windows as a 65480-byte message allows; every reply is checked.\n\n\
+Mapping file format (--file): one `REGION PATH` or `FIRST-LAST PATH` per\n\
+line, decimal; `#` starts a comment; blank lines are ignored; regions not\n\
+named map to path 0; a later line overrides an earlier one.\n\n\
+--region-mappings takes upstream dm-switch `set_region_mappings` tokens\n\
+(hexadecimal, no 0x): `IDX:PATH` sets region IDX; `:PATH` sets the next\n\
+region; `Rn,m` repeats the last n mappings over the next m regions. The\n\
+first token must be IDX:PATH.",
+        after_help = "Examples:\n  \
+dm-switch upload sw0 --round-robin\n  \
+dm-switch upload sw0 --file map.txt --dry-run\n  \
+dm-switch upload /dev/dm-3 --region-mappings '0:1 :2 R2,1fe' --userland 7,0x10\n  \
+dm-switch upload 253:3 --free-chunk 0"
+    )]
+    Upload(UploadArgs),
+    /// Show the switch target's paths, userland words and I/O counters.
+    #[command(
+        after_help = "Examples:\n  dm-switch status sw0\n  dm-switch status /dev/dm-3 --json"
+    )]
+    Status(StatusArgs),
+}
+
+/// Where the entries come from: exactly one.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct SourceArgs {
+    /// Read a mapping file (`-` for standard input).
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Map region r to path r mod (number of paths).
+    #[arg(long)]
+    pub round_robin: bool,
+    /// Upstream `set_region_mappings` tokens, e.g. '0:0 :1 R2,10'.
+    #[arg(long, value_name = "STRING")]
+    pub region_mappings: Option<String>,
+    /// Free kernel chunk N (regions N*8192 ..) by sending page_count 0.
+    #[arg(long, value_name = "N")]
+    pub free_chunk: Option<u32>,
+}
+
+/// `upload` arguments.
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// The switch device: NAME, /dev/mapper/NAME, /dev/dm-N or MAJOR:MINOR.
+    #[arg(value_name = "DEV")]
+    pub dev: String,
+    /// The mapping source.
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Regions in the table (default: from the device's table).
+    #[arg(long, value_name = "N")]
+    pub page_total: Option<u32>,
+    /// Bits per entry, 1..=32 (default: smallest that fits the paths).
+    #[arg(long, value_name = "B")]
+    pub pte_bits: Option<u8>,
+    /// Two opaque words shown by `dmsetup status` (decimal or 0x-hex).
+    #[arg(long, value_name = "A,B", value_parser = parse_userland)]
+    pub userland: Option<[u32; 2]>,
+    /// Plan and encode every window, but send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print nothing on success.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `status` arguments.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The switch device: NAME, /dev/mapper/NAME, /dev/dm-N or MAJOR:MINOR.
+    #[arg(value_name = "DEV")]
+    pub dev: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses a u32 in decimal or `0x` hexadecimal.
+pub fn parse_u32(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(h) if !h.is_empty() && h.bytes().all(|c| c.is_ascii_hexdigit()) => {
+            u32::from_str_radix(h, 16)
+        }
+        Some(_) => return Err(format!("`{s}` is not a hexadecimal number")),
+        None if !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()) => t.parse(),
+        None => return Err(format!("`{s}` is not a number (decimal or 0x-hex)")),
+    };
+    r.map_err(|_| format!("`{s}` does not fit in 32 bits"))
+}
+
+/// Parses `--userland A,B`.
+pub fn parse_userland(s: &str) -> Result<[u32; 2], String> {
+    let Some((a, b)) = s.split_once(',') else {
+        return Err("expected two words A,B".into());
+    };
+    Ok([parse_u32(a)?, parse_u32(b)?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn userland_words() {
+        assert_eq!(parse_userland("1,0x2a").unwrap(), [1, 42]);
+        assert_eq!(
+            parse_userland("0XFFFFFFFF, 4294967295").unwrap(),
+            [u32::MAX, u32::MAX]
+        );
+        assert!(parse_userland("1").unwrap_err().contains("A,B"));
+        assert!(parse_userland("1,2,3")
+            .unwrap_err()
+            .contains("not a number"));
+        assert!(parse_userland("4294967296,0")
+            .unwrap_err()
+            .contains("32 bits"));
+        assert!(parse_userland("0x,1").unwrap_err().contains("hexadecimal"));
+        assert!(parse_userland("-1,1").is_err());
+    }
+
+    #[test]
+    fn exactly_one_source() {
+        let ok = Cli::try_parse_from(["dm-switch", "upload", "sw0", "--round-robin"]);
+        assert!(ok.is_ok());
+        let none = Cli::try_parse_from(["dm-switch", "upload", "sw0"]);
+        assert!(none.is_err());
+        let two = Cli::try_parse_from([
+            "dm-switch",
+            "upload",
+            "sw0",
+            "--round-robin",
+            "--free-chunk",
+            "1",
+        ]);
+        assert!(two.is_err());
+        let c = Cli::try_parse_from([
+            "dm-switch",
+            "upload",
+            "sw0",
+            "--file",
+            "-",
+            "--page-total",
+            "10",
+            "--pte-bits",
+            "4",
+            "--userland",
+            "1,2",
+            "--dry-run",
+        ])
+        .unwrap();
+        let Command::Upload(u) = c.command else {
+            panic!("not upload")
+        };
+        assert_eq!(u.source.file, Some(PathBuf::from("-")));
+        assert_eq!(u.page_total, Some(10));
+        assert_eq!(u.pte_bits, Some(4));
+        assert_eq!(u.userland, Some([1, 2]));
+        assert!(u.dry_run);
+    }
+}

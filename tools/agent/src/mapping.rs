@@ -1,0 +1,517 @@
+//! Sources of a region table: round robin, a mapping file, or an upstream
+//! `set_region_mappings` string, and the packed table they fill.
+//!
+//! A table is kept packed exactly as the kernel keeps it (`pte_bits` per
+//! entry in u32 words), so its memory is the kernel's and a window is a plain
+//! slice of words.
+
+use std::fmt;
+use std::io::BufRead;
+
+use crate::wire;
+
+/// The whole region table, packed at `pte_bits` bits per entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackedTable {
+    pte_bits: u8,
+    len: u64,
+    words: Vec<u32>,
+}
+
+impl PackedTable {
+    /// An all-zero table of `len` entries (every region on path 0).
+    ///
+    /// Fails cleanly rather than aborting when memory cannot be had.
+    pub fn new(len: u64, pte_bits: u8) -> Result<Self, String> {
+        let nwords = wire::words_for(len, pte_bits);
+        let nwords = usize::try_from(nwords)
+            .map_err(|_| format!("a table of {len} regions does not fit in memory"))?;
+        let mut words = Vec::new();
+        words.try_reserve_exact(nwords).map_err(|_| {
+            format!(
+                "cannot allocate {} MiB for a table of {len} regions",
+                (nwords as u64 * 4).div_ceil(1 << 20)
+            )
+        })?;
+        words.resize(nwords, 0);
+        Ok(Self {
+            pte_bits,
+            len,
+            words,
+        })
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the table has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Path of region `index` (< len).
+    pub fn get(&self, index: u64) -> u32 {
+        wire::get_field(&self.words, self.pte_bits, index)
+    }
+
+    /// Sets region `index` (< len) to `path`.
+    pub fn set(&mut self, index: u64, path: u32) {
+        wire::set_field(&mut self.words, self.pte_bits, index, path)
+    }
+
+    /// Sets regions `first..=last` to `path`.
+    pub fn set_range(&mut self, first: u64, last: u64, path: u32) {
+        for i in first..=last {
+            self.set(i, path);
+        }
+    }
+
+    /// The packed words of window `offset..offset+count`; `offset` must be a
+    /// multiple of the fields per word. Fields past the window are zero.
+    pub fn window_words(&self, offset: u64, count: u64) -> Vec<u32> {
+        let fpw = u64::from(wire::fields_per_word(self.pte_bits));
+        debug_assert_eq!(offset % fpw, 0);
+        let first = (offset / fpw) as usize;
+        let n = wire::words_for(count, self.pte_bits) as usize;
+        let mut words = self.words[first..first + n].to_vec();
+        let tail = (count % fpw) as u32;
+        if tail != 0 {
+            if let Some(last) = words.last_mut() {
+                *last &= (1u32 << (tail * u32::from(self.pte_bits))) - 1;
+            }
+        }
+        words
+    }
+}
+
+/// Where the entries of an upload come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mapping {
+    /// Region r goes to path r mod dev_count; computed per window.
+    RoundRobin {
+        /// Number of paths.
+        dev_count: u32,
+    },
+    /// An explicit table.
+    Table(PackedTable),
+}
+
+impl Mapping {
+    /// The packed words of window `offset..offset+count` at `pte_bits`.
+    pub fn window_words(&self, offset: u64, count: u64, pte_bits: u8) -> Vec<u32> {
+        match self {
+            Mapping::Table(t) => t.window_words(offset, count),
+            Mapping::RoundRobin { dev_count } => {
+                let n = u64::from((*dev_count).max(1));
+                let mut words = vec![0u32; wire::words_for(count, pte_bits) as usize];
+                for i in 0..count {
+                    wire::set_field(&mut words, pte_bits, i, ((offset + i) % n) as u32);
+                }
+                words
+            }
+        }
+    }
+}
+
+/// A mapping file error, naming the file and line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FileError {
+    /// File name as given (`<stdin>` for `-`).
+    pub file: String,
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub msg: String,
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.msg)
+    }
+}
+
+impl std::error::Error for FileError {}
+
+fn parse_dec(s: &str, what: &str) -> Result<u64, String> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{what} `{s}` is not a decimal number"));
+    }
+    s.parse::<u64>()
+        .map_err(|_| format!("{what} `{s}` is too large"))
+}
+
+/// Parses one mapping-file line into `(first, last, path)`, or `None` for a
+/// blank or comment-only line. Bounds are not checked here.
+pub fn parse_line(line: &str) -> Result<Option<(u64, u64, u64)>, String> {
+    let content = match line.find('#') {
+        Some(i) => &line[..i],
+        None => line,
+    };
+    let fields: Vec<&str> = content.split_whitespace().collect();
+    match fields.as_slice() {
+        [] => Ok(None),
+        [regions, path] => {
+            let (first, last) = match regions.split_once('-') {
+                Some((a, b)) => (parse_dec(a, "first region")?, parse_dec(b, "last region")?),
+                None => {
+                    let r = parse_dec(regions, "region")?;
+                    (r, r)
+                }
+            };
+            if first > last {
+                return Err(format!("range {first}-{last} is backwards"));
+            }
+            Ok(Some((first, last, parse_dec(path, "path")?)))
+        }
+        _ => Err(format!(
+            "expected `REGION PATH` or `FIRST-LAST PATH`, found `{}`",
+            content.trim()
+        )),
+    }
+}
+
+/// Reads a mapping file into a table of `page_total` entries.
+///
+/// Format: one `REGION PATH` or `FIRST-LAST PATH` per line, decimal; `#`
+/// starts a comment; blank lines are ignored; unnamed regions map to path 0;
+/// a later line overrides an earlier one for the regions they share.
+pub fn read_mapping_file<R: BufRead>(
+    reader: R,
+    file: &str,
+    page_total: u32,
+    dev_count: u32,
+    pte_bits: u8,
+) -> Result<PackedTable, anyhow::Error> {
+    let mut table =
+        PackedTable::new(u64::from(page_total), pte_bits).map_err(anyhow::Error::msg)?;
+    let err = |line: usize, msg: String| FileError {
+        file: file.to_string(),
+        line,
+        msg,
+    };
+    for (i, line) in reader.split(b'\n').enumerate() {
+        let lineno = i + 1;
+        let bytes = line.map_err(|e| err(lineno, format!("read error: {e}")))?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| err(lineno, "line is not valid UTF-8".into()))?;
+        let Some((first, last, path)) = parse_line(text).map_err(|m| err(lineno, m))? else {
+            continue;
+        };
+        if last >= u64::from(page_total) {
+            return Err(err(
+                lineno,
+                format!(
+                    "region {last} is out of range: the table has {page_total} regions (0..={})",
+                    u64::from(page_total).saturating_sub(1)
+                ),
+            )
+            .into());
+        }
+        if path >= u64::from(dev_count) {
+            return Err(err(lineno, path_range_msg(path, dev_count)).into());
+        }
+        table.set_range(first, last, path as u32);
+    }
+    Ok(table)
+}
+
+fn path_range_msg(path: u64, dev_count: u32) -> String {
+    format!(
+        "path {path} is out of range: the target has {dev_count} path{} (0..={})",
+        if dev_count == 1 { "" } else { "s" },
+        dev_count.saturating_sub(1)
+    )
+}
+
+/// Parses hex digits (no prefix) at the start of `s`, overflow-checked.
+/// Returns the value and the rest; no digits gives 0, like the kernel.
+fn parse_hex(s: &str) -> Result<(u64, &str), ()> {
+    let end = s.find(|c: char| !c.is_ascii_hexdigit()).unwrap_or(s.len());
+    let mut v: u64 = 0;
+    for c in s[..end].chars() {
+        let d = u64::from(c.to_digit(16).unwrap_or(0));
+        v = v.checked_mul(16).and_then(|v| v.checked_add(d)).ok_or(())?;
+    }
+    Ok((v, &s[end..]))
+}
+
+/// Applies an upstream dm-switch `set_region_mappings` argument string to
+/// `table` (of `table.len()` regions, `dev_count` paths).
+///
+/// Tokens (hexadecimal, no prefix, separated by whitespace):
+/// `IDX:PATH` sets region IDX to PATH; `:PATH` sets the region after the
+/// previous one; `Rn,m` writes the next m regions, each copying the region n
+/// before it (so the last n mappings repeat over the next m slots). The first
+/// token must be `IDX:PATH`. Every number, index and repeat is
+/// overflow-checked; errors name the token.
+pub fn apply_region_mappings(
+    spec: &str,
+    table: &mut PackedTable,
+    dev_count: u32,
+) -> Result<(), String> {
+    let nr_regions = table.len();
+    let mut region: u64 = 0;
+    let mut any = false;
+    for (i, tok) in spec.split_ascii_whitespace().enumerate() {
+        let n = i + 1;
+        let bad = |why: &str| format!("region mapping token {n} `{tok}`: {why}");
+        let too_big = || bad("number too large");
+        any = true;
+        if let Some(rest) = tok.strip_prefix(['R', 'r']) {
+            if i == 0 {
+                return Err(bad("the first token must be IDX:PATH, not a repeat"));
+            }
+            let (cycle, rest) = parse_hex(rest).map_err(|_| too_big())?;
+            let Some(rest) = rest.strip_prefix(',') else {
+                return Err(bad("expected Rn,m with hexadecimal n and m"));
+            };
+            if tok.len() < 2 || tok.as_bytes()[1] == b',' || rest.is_empty() {
+                return Err(bad("expected Rn,m with hexadecimal n and m"));
+            }
+            let (count, rest) = parse_hex(rest).map_err(|_| too_big())?;
+            if !rest.is_empty() {
+                return Err(bad("expected Rn,m with hexadecimal n and m"));
+            }
+            if cycle == 0 || cycle - 1 > region {
+                return Err(bad(&format!(
+                    "repeat length {cycle:#x} must be between 0x1 and {:#x} (the current region + 1)",
+                    region + 1
+                )));
+            }
+            match region.checked_add(count) {
+                Some(end) if end < nr_regions => {}
+                _ => {
+                    return Err(bad(&format!(
+                        "repeat past the end: region {region:#x} + {count:#x} is not below {nr_regions:#x}"
+                    )))
+                }
+            }
+            for _ in 0..count {
+                region += 1;
+                let p = table.get(region - cycle);
+                table.set(region, p);
+            }
+            continue;
+        }
+        let rest = if let Some(rest) = tok.strip_prefix(':') {
+            if i == 0 {
+                return Err(bad("the first token must be IDX:PATH, not :PATH"));
+            }
+            region = region
+                .checked_add(1)
+                .ok_or_else(|| bad("region index overflows"))?;
+            rest
+        } else {
+            let (idx, rest) = parse_hex(tok).map_err(|_| too_big())?;
+            let Some(rest) = rest.strip_prefix(':') else {
+                return Err(bad("expected IDX:PATH, :PATH or Rn,m (hexadecimal)"));
+            };
+            region = idx;
+            rest
+        };
+        if rest.is_empty() {
+            return Err(bad("missing path number after `:`"));
+        }
+        let (path, tail) = parse_hex(rest).map_err(|_| too_big())?;
+        if !tail.is_empty() {
+            return Err(bad("path must be a hexadecimal number"));
+        }
+        if region >= nr_regions {
+            return Err(bad(&format!(
+                "region {region:#x} is out of range: the table has {nr_regions:#x} regions"
+            )));
+        }
+        if path >= u64::from(dev_count) {
+            return Err(bad(&path_range_msg(path, dev_count)));
+        }
+        table.set(region, path as u32);
+    }
+    if !any {
+        return Err("region mapping string has no tokens".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str, total: u32, devs: u32) -> Result<PackedTable, String> {
+        let bits = crate::device::default_pte_bits(devs);
+        read_mapping_file(text.as_bytes(), "map.txt", total, devs, bits).map_err(|e| e.to_string())
+    }
+
+    fn entries(t: &PackedTable) -> Vec<u32> {
+        (0..t.len()).map(|i| t.get(i)).collect()
+    }
+
+    #[test]
+    fn mapping_file_good() {
+        let t = file(
+            "# header\n\n0 1\n2-4 2   # trailing comment\n  5\t1\n3 0\n",
+            8,
+            3,
+        )
+        .unwrap();
+        assert_eq!(entries(&t), vec![1, 0, 2, 0, 2, 1, 0, 0]);
+        // Empty file: everything on path 0.
+        assert_eq!(entries(&file("", 3, 2).unwrap()), vec![0, 0, 0]);
+        // No trailing newline, CRLF endings.
+        assert_eq!(entries(&file("1 1\r\n2 1", 3, 2).unwrap()), vec![0, 1, 1]);
+    }
+
+    #[test]
+    fn mapping_file_errors_name_file_and_line() {
+        let cases = [
+            (
+                "0 1\nx 1\n",
+                "map.txt:2: region `x` is not a decimal number",
+            ),
+            (
+                "0 1 2\n",
+                "map.txt:1: expected `REGION PATH` or `FIRST-LAST PATH`, found `0 1 2`",
+            ),
+            (
+                "0\n",
+                "map.txt:1: expected `REGION PATH` or `FIRST-LAST PATH`, found `0`",
+            ),
+            ("\n\n5-2 1\n", "map.txt:3: range 5-2 is backwards"),
+            (
+                "8 0\n",
+                "map.txt:1: region 8 is out of range: the table has 8 regions (0..=7)",
+            ),
+            (
+                "0-8 0\n",
+                "map.txt:1: region 8 is out of range: the table has 8 regions (0..=7)",
+            ),
+            (
+                "1 3\n",
+                "map.txt:1: path 3 is out of range: the target has 3 paths (0..=2)",
+            ),
+            ("1 -1\n", "map.txt:1: path `-1` is not a decimal number"),
+            ("0x1 1\n", "map.txt:1: region `0x1` is not a decimal number"),
+            (
+                "-3 1\n",
+                "map.txt:1: first region `` is not a decimal number",
+            ),
+            (
+                "1- 1\n",
+                "map.txt:1: last region `` is not a decimal number",
+            ),
+            (
+                "99999999999999999999 1\n",
+                "map.txt:1: region `99999999999999999999` is too large",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(file(text, 8, 3).unwrap_err(), want, "input {text:?}");
+        }
+        let bad_utf8 = read_mapping_file(&b"0 1\n\xff 1\n"[..], "m", 4, 2, 1).unwrap_err();
+        assert_eq!(bad_utf8.to_string(), "m:2: line is not valid UTF-8");
+    }
+
+    fn rm(spec: &str, total: u64, devs: u32) -> Result<Vec<u32>, String> {
+        let mut t = PackedTable::new(total, crate::device::default_pte_bits(devs))?;
+        apply_region_mappings(spec, &mut t, devs)?;
+        Ok(entries(&t))
+    }
+
+    #[test]
+    fn region_mappings_good() {
+        // The upstream documentation's first example.
+        assert_eq!(
+            rm("0:0 :1 :2 :0 :1 :2 :1", 8, 3).unwrap(),
+            vec![0, 1, 2, 0, 1, 2, 1, 0]
+        );
+        // Hex indices and paths, multiple spaces, lower and upper case.
+        assert_eq!(
+            rm("a:B  f:1\t:c", 0x11, 13).unwrap()[10..],
+            [11, 0, 0, 0, 0, 1, 12]
+        );
+    }
+
+    #[test]
+    fn region_mappings_repeat() {
+        // Upstream: "1000:1 :2 R2,10" == 1000:1 :2 then 16 more alternating.
+        let v = rm("1000:1 :2 R2,10", 0x1100, 3).unwrap();
+        for (k, &p) in v[0x1000..0x1012].iter().enumerate() {
+            assert_eq!(
+                p,
+                if k % 2 == 0 { 1 } else { 2 },
+                "region {:#x}",
+                0x1000 + k
+            );
+        }
+        assert_eq!(v[0x1012], 0);
+        assert_eq!(v[..0x1000].iter().filter(|&&p| p != 0).count(), 0);
+        // Lower-case r; a cycle of 3; R with m = 0 is a no-op.
+        let v = rm("0:1 :2 :0 r3,6 R1,0", 12, 3).unwrap();
+        assert_eq!(v, vec![1, 2, 0, 1, 2, 0, 1, 2, 0, 0, 0, 0]);
+        // A cycle of 1 fills.
+        assert_eq!(rm("2:1 R1,3", 8, 2).unwrap(), vec![0, 0, 1, 1, 1, 1, 0, 0]);
+        // The repeat may end exactly on the last region.
+        assert_eq!(rm("0:1 R1,3", 4, 2).unwrap(), vec![1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn region_mappings_errors() {
+        let e = |s: &str| rm(s, 16, 3).unwrap_err();
+        assert_eq!(e(""), "region mapping string has no tokens");
+        assert_eq!(e("   "), "region mapping string has no tokens");
+        assert!(e(":1").contains("first token must be IDX:PATH"));
+        assert!(e("R1,2").contains("first token must be IDX:PATH"));
+        assert!(e("0:1 x:1").contains("token 2 `x:1`: expected IDX:PATH"));
+        assert!(e("0:1 5").contains("expected IDX:PATH"));
+        assert!(e("0:").contains("missing path number"));
+        assert!(e("0:1 :").contains("missing path number"));
+        assert!(e("0:1g").contains("path must be a hexadecimal number"));
+        assert!(e("0:0x1").contains("path must be a hexadecimal number"));
+        assert!(e("10:1").contains("region 0x10 is out of range"));
+        assert!(e("f:1 :1").contains("token 2 `:1`: region 0x10 is out of range"));
+        assert!(e("0:3").contains("path 3 is out of range: the target has 3 paths"));
+        assert!(e("0:1 R,2").contains("expected Rn,m"));
+        assert!(e("0:1 R1").contains("expected Rn,m"));
+        assert!(e("0:1 R1,").contains("expected Rn,m"));
+        assert!(e("0:1 R1,2x").contains("expected Rn,m"));
+        assert!(e("0:1 R").contains("expected Rn,m"));
+        assert!(e("0:1 R0,2").contains("repeat length 0x0"));
+        assert!(e("0:1 :2 R3,2").contains("repeat length 0x3"));
+        assert!(e("0:1 Rf,1").contains("repeat length"));
+        assert!(e("0:1 R1,10").contains("repeat past the end"));
+        assert!(rm("0:1 R1,f", 16, 3).is_ok());
+        assert!(e("e:1 R1,2").contains("repeat past the end"));
+        // Overflow: numbers wider than 64 bits, index + count wrapping.
+        assert!(e("10000000000000000:1").contains("number too large"));
+        assert!(e("0:10000000000000000").contains("number too large"));
+        assert!(e("0:1 R10000000000000000,1").contains("number too large"));
+        assert!(e("0:1 R1,ffffffffffffffff").contains("repeat past the end"));
+        assert!(e("ffffffffffffffff:1").contains("out of range"));
+        assert!(e("0:1 ffffffffffffffff:1 :1").contains("out of range"));
+    }
+
+    #[test]
+    fn packed_table_windows() {
+        let mut t = PackedTable::new(100, 3).unwrap();
+        for i in 0..100 {
+            t.set(i, (i % 7) as u32);
+        }
+        let all = t.window_words(0, 100);
+        assert_eq!(crate::wire::unpack(&all, 3, 100), entries(&t));
+        // A window of 15 at offset 20 (a multiple of 10 fields per word).
+        let w = t.window_words(20, 15);
+        assert_eq!(w.len(), 2);
+        assert_eq!(w[1] >> 15, 0, "fields past the window are zero");
+        let want: Vec<u32> = (20..35).map(|i| (i % 7) as u32).collect();
+        assert_eq!(crate::wire::unpack(&w, 3, 15), want);
+    }
+
+    #[test]
+    fn round_robin_windows() {
+        let m = Mapping::RoundRobin { dev_count: 3 };
+        let w = m.window_words(16, 5, 2);
+        assert_eq!(crate::wire::unpack(&w, 2, 5), vec![1, 2, 0, 1, 2]);
+        assert_eq!(w[0] >> 10, 0);
+    }
+}
