@@ -1,0 +1,101 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * C glue of dm_switch: forwarders for static inline kernel functions the Rust
+ * crate cannot call directly. No logic lives here.
+ */
+#include <linux/bio.h>
+#include <linux/blkdev.h>
+#include <linux/percpu.h>
+#include <linux/rcupdate.h>
+#include <net/genetlink.h>
+
+#include "include/uapi/dm-switch.h"
+#include "include/dm_switch_glue.h"
+
+void dm_switch_rcu_read_lock(void)
+{
+	rcu_read_lock();
+}
+
+void dm_switch_rcu_read_unlock(void)
+{
+	rcu_read_unlock();
+}
+
+u64 __percpu *dm_switch_counters_alloc(unsigned int n)
+{
+	return __alloc_percpu(n * sizeof(u64), sizeof(u64));
+}
+
+void dm_switch_counters_free(u64 __percpu *counters)
+{
+	free_percpu(counters);
+}
+
+void dm_switch_counter_inc(u64 __percpu *counters, unsigned int idx)
+{
+	this_cpu_inc(counters[idx]);
+}
+
+u64 dm_switch_counter_sum(u64 __percpu *counters, unsigned int idx)
+{
+	u64 sum = 0;
+	int cpu;
+
+	for_each_possible_cpu(cpu)
+		sum += per_cpu_ptr(counters, cpu)[idx];
+	return sum;
+}
+
+void dm_switch_bio_remap(struct bio *bio, struct block_device *bdev, sector_t sector)
+{
+	bio_set_dev(bio, bdev);
+	bio->bi_iter.bi_sector = sector;
+}
+
+sector_t dm_switch_bdev_sectors(struct block_device *bdev)
+{
+	return bdev_nr_sectors(bdev);
+}
+
+unsigned int dm_switch_bdev_logical_block_size(struct block_device *bdev)
+{
+	return bdev_logical_block_size(bdev);
+}
+
+dev_t dm_switch_bdev_devt(struct block_device *bdev)
+{
+	return bdev->bd_dev;
+}
+
+int dm_switch_genl_reply(struct genl_info *info, const struct genl_family *family,
+			 u8 cmd, int attrtype, const void *data, int len)
+{
+	struct sk_buff *skb;
+	void *hdr;
+
+	skb = genlmsg_new(nla_total_size(len), GFP_KERNEL);
+	if (!skb)
+		return -ENOMEM;
+	hdr = genlmsg_put_reply(skb, info, family, 0, cmd);
+	if (!hdr || nla_put(skb, attrtype, len, data)) {
+		nlmsg_free(skb);
+		return -EMSGSIZE;
+	}
+	genlmsg_end(skb, hdr);
+	return genlmsg_reply(skb, info);
+}
+
+const void *dm_switch_genl_msg(struct genl_info *info, int attrtype, u32 *len)
+{
+	const struct nlattr *na = info->attrs ? info->attrs[attrtype] : NULL;
+
+	if (!na)
+		return NULL;
+	*len = nla_len(na);
+	return nla_data(na);
+}
+
+const struct nla_policy dm_switch_genl_policy[NETLINK_ATTR_MAX + 1] = {
+	[NETLINK_ATTR_MSG] = { .type = NLA_BINARY, .len = MAX_IPC_MSG_LEN },
+};

@@ -1,0 +1,10 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * What bindgen reads to generate bindings_generated.rs: the device-mapper and
+ * generic-netlink APIs the kernel crate of 6.12 does not cover, and our glue.
+ * Types the kernel crate already binds (bio, sk_buff, module, ...) are taken
+ * from kernel::bindings, not generated again.
+ */
+#include <linux/device-mapper.h>
+#include <net/genetlink.h>
+#include "dm_switch_glue.h"

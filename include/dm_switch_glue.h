@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * C glue of dm_switch: the few kernel facilities the Rust code reaches that are
+ * static inline functions or macros in C (RCU read side, per-CPU counters,
+ * bio remapping, genetlink replies), and the netlink attribute policy whose
+ * type is opaque to Rust. Everything here is a thin forwarder; see
+ * dm_switch_glue.c.
+ */
+#ifndef _DM_SWITCH_GLUE_H
+#define _DM_SWITCH_GLUE_H
+
+#include <linux/types.h>
+
+struct bio;
+struct block_device;
+struct genl_info;
+struct genl_family;
+struct nla_policy;
+
+/* RCU read-side critical section (rcu_read_lock/unlock are static inline). */
+void dm_switch_rcu_read_lock(void);
+void dm_switch_rcu_read_unlock(void);
+
+/* Per-CPU array of @n u64 counters, zeroed; NULL on allocation failure. */
+u64 __percpu *dm_switch_counters_alloc(unsigned int n);
+void dm_switch_counters_free(u64 __percpu *counters);
+/* Adds one to counter @idx of this CPU's copy (this_cpu_inc: no atomics). */
+void dm_switch_counter_inc(u64 __percpu *counters, unsigned int idx);
+/* Sum of counter @idx over every possible CPU. */
+u64 dm_switch_counter_sum(u64 __percpu *counters, unsigned int idx);
+
+/* bio_set_dev() plus the new start sector. */
+void dm_switch_bio_remap(struct bio *bio, struct block_device *bdev, sector_t sector);
+
+/* Size and logical block size of a block device. */
+sector_t dm_switch_bdev_sectors(struct block_device *bdev);
+unsigned int dm_switch_bdev_logical_block_size(struct block_device *bdev);
+/* The dev_t of a block device. */
+dev_t dm_switch_bdev_devt(struct block_device *bdev);
+
+/*
+ * Replies to the request in @info with a message of @family, command @cmd,
+ * holding one attribute of type @attrtype with @len bytes of @data.
+ */
+int dm_switch_genl_reply(struct genl_info *info, const struct genl_family *family,
+			 u8 cmd, int attrtype, const void *data, int len);
+/* The NETLINK_ATTR_MSG payload of @info, or NULL; its length in *@len. */
+const void *dm_switch_genl_msg(struct genl_info *info, int attrtype, u32 *len);
+
+/* Attribute policy of the DM_SWITCH family (NETLINK_ATTR_MAX + 1 entries). */
+extern const struct nla_policy dm_switch_genl_policy[];
+
+#endif /* _DM_SWITCH_GLUE_H */

@@ -1,0 +1,313 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The switch page table: which path serves each region.
+//!
+//! Regions are grouped in chunks of [`CHUNK_ENTRIES`] entries (the RFC's chunk
+//! size, part of the netlink ABI). A chunk is allocated when an entry in it is
+//! first written and can be freed again; regions in a missing chunk, or past
+//! the table, are *unmapped*. Each entry is stored with a power-of-two width
+//! (1, 2, 4, 8, 16 or 32 bits: the smallest that holds every path index), so a
+//! lookup is a shift and a mask.
+//!
+//! A published [`PageTable`] is never modified: an update builds a new table
+//! beside it ([`PageTable::derive`]), sharing the chunks it does not touch and
+//! copying the ones it does, and the caller publishes it through RCU. So a
+//! reader always sees one consistent geometry, and a failed update (bad entry,
+//! out of memory) leaves the live table exactly as it was.
+//!
+//! This file is also compiled into the host tests (`tools/ptbl-tests`) against
+//! a small stand-in for the two `kernel` items it uses.
+
+use kernel::alloc::{flags::GFP_KERNEL, AllocError, KVVec};
+use kernel::sync::Arc;
+
+/// log2 of the entries per chunk.
+pub(crate) const CHUNK_SHIFT: u32 = 13;
+/// Entries per chunk (the RFC's `CHUNK_PTE_COUNT`).
+pub(crate) const CHUNK_ENTRIES: u32 = 1 << CHUNK_SHIFT;
+const CHUNK_MASK: u32 = CHUNK_ENTRIES - 1;
+
+/// Why an update was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UpdateError {
+    /// Region `0` is not below the table's `page_total`.
+    RegionOutOfRange(u32),
+    /// Entry for region `.0` names path `.1`, which does not exist.
+    NoSuchPath(u32, u32),
+    /// Memory for the new table could not be allocated.
+    NoMemory,
+}
+
+impl From<AllocError> for UpdateError {
+    fn from(_: AllocError) -> Self {
+        UpdateError::NoMemory
+    }
+}
+
+/// One chunk of packed entries.
+pub(crate) struct Chunk {
+    words: KVVec<u32>,
+}
+
+/// A complete, immutable-once-published page table.
+pub(crate) struct PageTable {
+    /// log2 of the stored entry width in bits (0..=5).
+    entry_shift: u32,
+    /// `(1 << width) - 1`.
+    entry_mask: u32,
+    /// log2 of the entries per 32-bit word.
+    word_shift: u32,
+    /// Entries per word minus one.
+    slot_mask: u32,
+    dev_count: u32,
+    page_total: u32,
+    pte_bits: u8,
+    userland: [u32; 2],
+    chunks: KVVec<Option<Arc<Chunk>>>,
+}
+
+/// Bits a path index needs for `dev_count` paths (at least 1).
+pub(crate) fn min_pte_bits(dev_count: u32) -> u8 {
+    let bits = u32::BITS - dev_count.saturating_sub(1).leading_zeros();
+    // At most 32, so the cast is lossless.
+    bits.max(1) as u8
+}
+
+/// log2 of the stored entry width for `dev_count` paths.
+pub(crate) fn entry_shift_for(dev_count: u32) -> u32 {
+    u32::from(min_pte_bits(dev_count))
+        .next_power_of_two()
+        .trailing_zeros()
+}
+
+/// Number of chunks covering `page_total` regions.
+pub(crate) fn chunk_count(page_total: u32) -> u32 {
+    page_total.div_ceil(CHUNK_ENTRIES)
+}
+
+impl PageTable {
+    /// A table over `dev_count` paths (`1..=65535`) with the given chunks.
+    fn with_chunks(
+        dev_count: u32,
+        page_total: u32,
+        pte_bits: u8,
+        chunks: KVVec<Option<Arc<Chunk>>>,
+    ) -> Self {
+        let entry_shift = entry_shift_for(dev_count);
+        let word_shift = 5 - entry_shift;
+        Self {
+            entry_shift,
+            entry_mask: u32::MAX >> (u32::BITS - (1 << entry_shift)),
+            word_shift,
+            slot_mask: (1 << word_shift) - 1,
+            dev_count,
+            page_total,
+            pte_bits,
+            userland: [0; 2],
+            chunks,
+        }
+    }
+
+    /// An empty table (every chunk unallocated) of `page_total` regions over
+    /// `dev_count` paths (`1..=65535`), for windows of `pte_bits` bits.
+    pub(crate) fn empty(dev_count: u32, page_total: u32, pte_bits: u8) -> Result<Self, AllocError> {
+        let chunks = KVVec::from_elem(None, chunk_count(page_total) as usize, GFP_KERNEL)?;
+        Ok(Self::with_chunks(dev_count, page_total, pte_bits, chunks))
+    }
+
+    /// The table upstream's `switch` starts with: region `r` on path `r mod dev_count`.
+    pub(crate) fn round_robin(dev_count: u32, page_total: u32) -> Result<Self, UpdateError> {
+        let mut table = Self::empty(dev_count, page_total, min_pte_bits(dev_count))?;
+        let mut path = 0;
+        table.set_entries((0..page_total).map(|region| {
+            let entry = (region, path);
+            path = if path + 1 == dev_count { 0 } else { path + 1 };
+            entry
+        }))?;
+        Ok(table)
+    }
+
+    /// A new table to update `current` with: it shares `current`'s chunks and
+    /// userland words when the geometry (`page_total`, `pte_bits`) is the
+    /// same, and is empty otherwise.
+    pub(crate) fn derive(
+        current: Option<&Self>,
+        dev_count: u32,
+        page_total: u32,
+        pte_bits: u8,
+    ) -> Result<Self, AllocError> {
+        match current {
+            Some(cur)
+                if cur.dev_count == dev_count
+                    && cur.page_total == page_total
+                    && cur.pte_bits == pte_bits =>
+            {
+                let mut chunks = KVVec::with_capacity(cur.chunks.len(), GFP_KERNEL)?;
+                chunks.extend_from_slice(&cur.chunks, GFP_KERNEL)?;
+                let mut table = Self::with_chunks(dev_count, page_total, pte_bits, chunks);
+                table.userland = cur.userland;
+                Ok(table)
+            }
+            _ => Self::empty(dev_count, page_total, pte_bits),
+        }
+    }
+
+    /// The path of `region`, or `None` if it is unmapped.
+    #[inline(always)]
+    pub(crate) fn lookup(&self, region: u64) -> Option<u32> {
+        if region >= u64::from(self.page_total) {
+            return None;
+        }
+        // Below page_total, so it fits in u32.
+        let region = region as u32;
+        let chunk = self
+            .chunks
+            .get((region >> CHUNK_SHIFT) as usize)?
+            .as_deref()?;
+        let (word, shift) = self.slot(region);
+        Some((*chunk.words.get(word)? >> shift) & self.entry_mask)
+    }
+
+    /// Writes `(region, path)` entries (see [`Editor::set`]).
+    pub(crate) fn set_entries(
+        &mut self,
+        entries: impl IntoIterator<Item = (u32, u32)>,
+    ) -> Result<(), UpdateError> {
+        let mut editor = self.edit();
+        for (region, path) in entries {
+            editor.set(region, path)?;
+        }
+        editor.finish()
+    }
+
+    /// Starts editing entries in place of this (unpublished) table.
+    pub(crate) fn edit(&mut self) -> Editor<'_> {
+        Editor {
+            table: self,
+            open: None,
+        }
+    }
+
+    /// A private copy of chunk `index` (zeroed if unallocated).
+    fn chunk_copy(&self, index: u32) -> Result<KVVec<u32>, AllocError> {
+        let len = (CHUNK_ENTRIES >> self.word_shift) as usize;
+        match self.chunks.get(index as usize).and_then(Option::as_deref) {
+            Some(chunk) => {
+                let mut words = KVVec::with_capacity(len, GFP_KERNEL)?;
+                words.extend_from_slice(&chunk.words, GFP_KERNEL)?;
+                Ok(words)
+            }
+            None => KVVec::from_elem(0, len, GFP_KERNEL),
+        }
+    }
+
+    /// Word index and bit shift of `region` within its chunk.
+    #[inline(always)]
+    fn slot(&self, region: u32) -> (usize, u32) {
+        let local = region & CHUNK_MASK;
+        (
+            (local >> self.word_shift) as usize,
+            (local & self.slot_mask) << self.entry_shift,
+        )
+    }
+
+    /// Publishes `words` as chunk `index` of this (unpublished) table.
+    fn store_chunk(&mut self, index: u32, words: KVVec<u32>) -> Result<(), AllocError> {
+        let chunk = Arc::new(Chunk { words }, GFP_KERNEL)?;
+        if let Some(slot) = self.chunks.get_mut(index as usize) {
+            *slot = Some(chunk);
+        }
+        Ok(())
+    }
+
+    /// Frees chunk `index`: its regions become unmapped. Out of range is a no-op.
+    pub(crate) fn free_chunk(&mut self, index: u32) {
+        if let Some(slot) = self.chunks.get_mut(index as usize) {
+            *slot = None;
+        }
+    }
+
+    /// Sets the two opaque userland words shown in status.
+    pub(crate) fn set_userland(&mut self, userland: [u32; 2]) {
+        self.userland = userland;
+    }
+
+    /// The two opaque userland words.
+    pub(crate) fn userland(&self) -> [u32; 2] {
+        self.userland
+    }
+
+    /// Regions covered by the table.
+    pub(crate) fn page_total(&self) -> u32 {
+        self.page_total
+    }
+
+    /// Wire entry width the table was built for.
+    pub(crate) fn pte_bits(&self) -> u8 {
+        self.pte_bits
+    }
+}
+
+/// Writes entries into an unpublished [`PageTable`]: each chunk it touches is
+/// copied (or allocated, zeroed: path 0) once and kept open while consecutive
+/// writes land in it, so tables already published never change.
+///
+/// Call [`Editor::finish`] to store the last open chunk; an editor dropped
+/// without it (after an error) leaves the table partly updated, which is fine
+/// because such a table is discarded, never published.
+pub(crate) struct Editor<'t> {
+    table: &'t mut PageTable,
+    open: Option<(u32, KVVec<u32>)>,
+}
+
+impl Editor<'_> {
+    /// Maps `region` to `path`.
+    pub(crate) fn set(&mut self, region: u32, path: u32) -> Result<(), UpdateError> {
+        let table = &mut *self.table;
+        if region >= table.page_total {
+            return Err(UpdateError::RegionOutOfRange(region));
+        }
+        if path >= table.dev_count {
+            return Err(UpdateError::NoSuchPath(region, path));
+        }
+        let index = region >> CHUNK_SHIFT;
+        let words = match &mut self.open {
+            Some((i, words)) if *i == index => words,
+            open => {
+                if let Some((i, words)) = open.take() {
+                    table.store_chunk(i, words)?;
+                }
+                &mut open.insert((index, table.chunk_copy(index)?)).1
+            }
+        };
+        let (word, shift) = table.slot(region);
+        if let Some(w) = words.get_mut(word) {
+            *w = (*w & !(table.entry_mask << shift)) | (path << shift);
+        }
+        Ok(())
+    }
+
+    /// The path `region` maps to in the table being edited (`None`: unmapped).
+    pub(crate) fn get(&self, region: u32) -> Option<u32> {
+        match &self.open {
+            Some((i, words)) if *i == region >> CHUNK_SHIFT && region < self.table.page_total => {
+                let (word, shift) = self.table.slot(region);
+                Some((*words.get(word)? >> shift) & self.table.entry_mask)
+            }
+            _ => self.table.lookup(u64::from(region)),
+        }
+    }
+
+    /// Regions in the table being edited.
+    pub(crate) fn page_total(&self) -> u32 {
+        self.table.page_total
+    }
+
+    /// Stores the open chunk; the table is then complete.
+    pub(crate) fn finish(mut self) -> Result<(), UpdateError> {
+        if let Some((i, words)) = self.open.take() {
+            self.table.store_chunk(i, words)?;
+        }
+        Ok(())
+    }
+}
