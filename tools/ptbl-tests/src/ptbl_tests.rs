@@ -1,0 +1,182 @@
+//! Page-table arithmetic: widths, chunking, copy-on-write updates.
+
+use crate::ptbl::{
+    chunk_count, entry_shift_for, min_pte_bits, PageTable, UpdateError, CHUNK_ENTRIES,
+};
+use proptest::prelude::*;
+
+#[test]
+fn pte_bits_and_storage_width() {
+    let cases = [
+        (1, 1, 0),
+        (2, 1, 0),
+        (3, 2, 1),
+        (4, 2, 1),
+        (5, 3, 2),
+        (16, 4, 2),
+        (17, 5, 3),
+        (255, 8, 3),
+        (256, 8, 3),
+        (257, 9, 4),
+        (65535, 16, 4),
+    ];
+    for (devs, bits, shift) in cases {
+        assert_eq!(min_pte_bits(devs), bits, "min_pte_bits({devs})");
+        assert_eq!(entry_shift_for(devs), shift, "entry_shift_for({devs})");
+    }
+}
+
+#[test]
+fn chunk_counts() {
+    assert_eq!(chunk_count(0), 0);
+    assert_eq!(chunk_count(1), 1);
+    assert_eq!(chunk_count(CHUNK_ENTRIES), 1);
+    assert_eq!(chunk_count(CHUNK_ENTRIES + 1), 2);
+    assert_eq!(chunk_count(u32::MAX), 524288);
+}
+
+#[test]
+fn round_robin_every_width() {
+    for devs in [1, 2, 3, 4, 5, 16, 17, 255, 256, 257, 65535] {
+        let total = 3 * CHUNK_ENTRIES + 77;
+        let t = PageTable::round_robin(devs, total).unwrap();
+        for r in (0..total).step_by(7).chain(total - 5..total) {
+            assert_eq!(
+                t.lookup(u64::from(r)),
+                Some(r % devs),
+                "devs {devs} region {r}"
+            );
+        }
+        assert_eq!(t.lookup(u64::from(total)), None, "past the table");
+        assert_eq!(t.lookup(u64::MAX), None);
+    }
+}
+
+#[test]
+fn empty_table_is_unmapped() {
+    let t = PageTable::empty(3, 100_000, 2).unwrap();
+    for r in [0u64, 1, 8191, 8192, 99_999] {
+        assert_eq!(t.lookup(r), None);
+    }
+}
+
+#[test]
+fn writes_leave_neighbours_alone() {
+    let mut t = PageTable::round_robin(16, 20_000).unwrap();
+    t.set_entries([(8190, 15), (8191, 14), (8192, 13), (5, 0)])
+        .unwrap();
+    assert_eq!(t.lookup(8190), Some(15));
+    assert_eq!(t.lookup(8191), Some(14));
+    assert_eq!(t.lookup(8192), Some(13));
+    assert_eq!(t.lookup(5), Some(0));
+    for r in [4u64, 6, 8189, 8193, 8194] {
+        assert_eq!(t.lookup(r), Some((r % 16) as u32), "neighbour {r}");
+    }
+}
+
+#[test]
+fn derive_is_copy_on_write() {
+    let base = PageTable::round_robin(3, 30_000).unwrap();
+    let mut next = PageTable::derive(Some(&base), 3, 30_000, min_pte_bits(3)).unwrap();
+    next.set_entries((0..30_000).map(|r| (r, 2))).unwrap();
+    next.free_chunk(1);
+    for r in (0..30_000u64).step_by(101) {
+        assert_eq!(
+            base.lookup(r),
+            Some((r % 3) as u32),
+            "published table changed at {r}"
+        );
+        let want = if (8192..16384).contains(&r) {
+            None
+        } else {
+            Some(2)
+        };
+        assert_eq!(next.lookup(r), want, "derived table at {r}");
+    }
+}
+
+#[test]
+fn derive_with_new_geometry_starts_empty() {
+    let mut base = PageTable::round_robin(4, 1000).unwrap();
+    base.set_userland([7, 9]);
+    let same = PageTable::derive(Some(&base), 4, 1000, 2).unwrap();
+    assert_eq!(same.lookup(999), Some(3));
+    assert_eq!(same.userland(), [7, 9]);
+    for (total, bits) in [(1001, 2), (1000, 3)] {
+        let other = PageTable::derive(Some(&base), 4, total, bits).unwrap();
+        assert_eq!(other.lookup(999), None, "total {total} bits {bits}");
+        assert_eq!(other.page_total(), total);
+        assert_eq!(other.pte_bits(), bits);
+    }
+}
+
+#[test]
+fn refused_entries() {
+    let mut t = PageTable::empty(3, 10, 2).unwrap();
+    assert_eq!(
+        t.set_entries([(10, 0)]),
+        Err(UpdateError::RegionOutOfRange(10))
+    );
+    assert_eq!(t.set_entries([(2, 3)]), Err(UpdateError::NoSuchPath(2, 3)));
+}
+
+#[test]
+fn free_chunk_out_of_range_is_noop() {
+    let mut t = PageTable::round_robin(2, 100).unwrap();
+    t.free_chunk(5);
+    assert_eq!(t.lookup(99), Some(1));
+    t.free_chunk(0);
+    assert_eq!(t.lookup(99), None);
+}
+
+#[test]
+fn editor_reads_its_own_writes() {
+    let mut t = PageTable::empty(5, 20_000, 3).unwrap();
+    let mut e = t.edit();
+    e.set(10, 4).unwrap();
+    assert_eq!(e.get(10), Some(4));
+    e.set(9000, 3).unwrap();
+    assert_eq!(e.get(10), Some(4), "closed chunk still readable");
+    assert_eq!(e.get(9000), Some(3));
+    assert_eq!(e.get(19_999), None, "unallocated chunk");
+    e.finish().unwrap();
+    assert_eq!(t.lookup(9000), Some(3));
+}
+
+proptest! {
+    /// Random writes and frees behave like a plain array of Option<path>.
+    #[test]
+    fn matches_a_reference_model(
+        devs in 1u32..300,
+        total in 1u32..40_000,
+        ops in prop::collection::vec((0u32..40_000, 0u32..300, prop::bool::weighted(0.05)), 1..300),
+    ) {
+        let mut model: Vec<Option<u32>> = vec![None; total as usize];
+        let mut table = PageTable::empty(devs, total, min_pte_bits(devs)).unwrap();
+        for (region, path, free) in ops {
+            let region = region % total;
+            let mut next = PageTable::derive(Some(&table), devs, total, min_pte_bits(devs)).unwrap();
+            if free {
+                let c = region / CHUNK_ENTRIES;
+                next.free_chunk(c);
+                let end = ((c + 1) * CHUNK_ENTRIES).min(total);
+                for m in &mut model[(c * CHUNK_ENTRIES) as usize..end as usize] {
+                    *m = None;
+                }
+            } else {
+                let path = path % devs;
+                next.set_entries([(region, path)]).unwrap();
+                let c = region / CHUNK_ENTRIES;
+                let end = ((c + 1) * CHUNK_ENTRIES).min(total);
+                for m in &mut model[(c * CHUNK_ENTRIES) as usize..end as usize] {
+                    m.get_or_insert(0);
+                }
+                model[region as usize] = Some(path);
+            }
+            table = next;
+        }
+        for (r, want) in model.iter().enumerate() {
+            prop_assert_eq!(table.lookup(r as u64), *want, "region {}", r);
+        }
+    }
+}

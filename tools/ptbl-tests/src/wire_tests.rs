@@ -1,0 +1,396 @@
+//! Wire decoding (IpcPgTable) and reply encoding (IpcResponse).
+
+use crate::ptbl::PageTable;
+use crate::wire::{Echo, Request, Response, WireError, HEADER_LEN, RESPONSE_LEN};
+use proptest::prelude::*;
+use std::process::Command;
+
+/// Header fields of a request, for the builder below.
+#[derive(Clone)]
+struct Hdr {
+    opcode: u32,
+    userland: [u32; 2],
+    major: u32,
+    minor: u32,
+    total: u32,
+    offset: u32,
+    count: u32,
+    devs: u16,
+    bits: u8,
+}
+
+impl Default for Hdr {
+    fn default() -> Self {
+        Hdr {
+            opcode: 1,
+            userland: [0xdead, 0xbeef],
+            major: 253,
+            minor: 4,
+            total: 100,
+            offset: 0,
+            count: 0,
+            devs: 3,
+            bits: 2,
+        }
+    }
+}
+
+/// Packs `values` the way the RFC specifies: least significant field first,
+/// `32 / bits` fields per 32-bit word, no field straddling two words.
+fn pack(bits: u8, values: &[u32]) -> Vec<u8> {
+    let fields = 32 / u32::from(bits);
+    let mut out = Vec::new();
+    for chunk in values.chunks(fields as usize) {
+        let mut w: u64 = 0;
+        for (i, &v) in chunk.iter().enumerate() {
+            w |= u64::from(v) << (i as u32 * u32::from(bits));
+        }
+        out.extend_from_slice(&(w as u32).to_ne_bytes());
+    }
+    out
+}
+
+fn request(h: &Hdr, packed: &[u8]) -> Vec<u8> {
+    let mut m = Vec::new();
+    let total_len = (HEADER_LEN + packed.len()) as u32;
+    for w in [
+        total_len,
+        h.opcode,
+        h.userland[0],
+        h.userland[1],
+        h.major,
+        h.minor,
+        h.total,
+        h.offset,
+        h.count,
+    ] {
+        m.extend_from_slice(&w.to_ne_bytes());
+    }
+    m.extend_from_slice(&h.devs.to_ne_bytes());
+    m.push(h.bits);
+    m.push(0);
+    m.extend_from_slice(packed);
+    m
+}
+
+#[test]
+fn decodes_header_fields() {
+    let h = Hdr {
+        total: 1000,
+        offset: 16,
+        count: 5,
+        ..Hdr::default()
+    };
+    let msg = request(&h, &pack(2, &[0, 1, 2, 1, 0]));
+    let r = Request::parse(&msg).unwrap();
+    assert_eq!(
+        (r.userland, r.dev_major, r.dev_minor),
+        ([0xdead, 0xbeef], 253, 4)
+    );
+    assert_eq!(
+        (
+            r.page_total,
+            r.page_offset,
+            r.page_count,
+            r.dev_count,
+            r.pte_bits
+        ),
+        (1000, 16, 5, 3, 2)
+    );
+    assert_eq!(
+        r.entries().collect::<Vec<_>>(),
+        vec![(16, 0), (17, 1), (18, 2), (19, 1), (20, 0)]
+    );
+}
+
+#[test]
+fn every_pte_bits_round_trips_into_the_table() {
+    for bits in 1u8..=32 {
+        let devs: u32 = if bits >= 16 { 65535 } else { 1 << bits };
+        let count = 3 * 8192 + 5;
+        let values: Vec<u32> = (0..count)
+            .map(|i: u32| i.wrapping_mul(2_654_435_761).wrapping_add(i) % devs)
+            .collect();
+        let fields = 32 / u32::from(bits);
+        let offset = fields * 7;
+        let h = Hdr {
+            total: offset + count + 3,
+            offset,
+            count,
+            devs: devs as u16,
+            bits,
+            ..Hdr::default()
+        };
+        let msg = request(&h, &pack(bits, &values));
+        let r = Request::parse(&msg).unwrap_or_else(|e| panic!("bits {bits}: {e}"));
+        let decoded: Vec<u32> = r.values().collect();
+        assert_eq!(decoded, values, "bits {bits}");
+        let mut t = PageTable::empty(devs, h.total, bits).unwrap();
+        t.set_entries(r.entries()).unwrap();
+        for (i, v) in values.iter().enumerate() {
+            assert_eq!(
+                t.lookup(u64::from(offset) + i as u64),
+                Some(*v),
+                "bits {bits} entry {i}"
+            );
+        }
+        assert_eq!(
+            t.lookup(u64::from(offset + count)),
+            Some(0),
+            "same chunk, not in window: path 0"
+        );
+    }
+}
+
+#[test]
+fn partial_last_word_leaves_following_entries() {
+    // Window of 3 four-bit entries: the last word's 5 unused fields are junk
+    // in the message and must not clobber regions 3.. of the table.
+    let mut t = PageTable::round_robin(16, 64).unwrap();
+    let mut packed = pack(4, &[9, 9, 9]);
+    packed[1] |= 0xf0; // junk in field 3
+    let msg = request(
+        &Hdr {
+            total: 64,
+            count: 3,
+            devs: 16,
+            bits: 4,
+            ..Hdr::default()
+        },
+        &packed,
+    );
+    t.set_entries(Request::parse(&msg).unwrap().entries())
+        .unwrap();
+    assert_eq!(
+        (0..8).map(|r| t.lookup(r).unwrap()).collect::<Vec<_>>(),
+        vec![9, 9, 9, 3, 4, 5, 6, 7]
+    );
+}
+
+#[test]
+fn refusals() {
+    let ok = Hdr {
+        total: 100,
+        offset: 16,
+        count: 4,
+        ..Hdr::default()
+    };
+    let body = pack(2, &[1, 1, 1, 1]);
+    let cases: Vec<(Vec<u8>, WireError)> = vec![
+        (vec![0; 39], WireError::TooShort(39)),
+        (
+            request(
+                &Hdr {
+                    opcode: 2,
+                    ..ok.clone()
+                },
+                &body,
+            ),
+            WireError::BadOpcode(2),
+        ),
+        (
+            request(
+                &Hdr {
+                    bits: 0,
+                    ..ok.clone()
+                },
+                &body,
+            ),
+            WireError::BadPteBits(0),
+        ),
+        (
+            request(
+                &Hdr {
+                    bits: 33,
+                    ..ok.clone()
+                },
+                &body,
+            ),
+            WireError::BadPteBits(33),
+        ),
+        (
+            request(
+                &Hdr {
+                    bits: 1,
+                    devs: 3,
+                    ..ok.clone()
+                },
+                &body,
+            ),
+            WireError::PteBitsTooNarrow(1, 3),
+        ),
+        (
+            request(
+                &Hdr {
+                    devs: 0,
+                    ..ok.clone()
+                },
+                &body,
+            ),
+            WireError::NoDevices,
+        ),
+        (
+            request(
+                &Hdr {
+                    offset: 17,
+                    ..ok.clone()
+                },
+                &body,
+            ),
+            WireError::Unaligned(17, 16),
+        ),
+        (
+            request(
+                &Hdr {
+                    offset: 96,
+                    count: 5,
+                    ..ok.clone()
+                },
+                &body,
+            ),
+            WireError::PastEnd(96, 5, 100),
+        ),
+        (
+            request(
+                &Hdr {
+                    offset: 0xffff_fff0,
+                    count: 0x20,
+                    total: 0xffff_ffff,
+                    ..ok.clone()
+                },
+                &body,
+            ),
+            WireError::PastEnd(0xffff_fff0, 0x20, 0xffff_ffff),
+        ),
+        (
+            request(
+                &Hdr {
+                    count: 17,
+                    ..ok.clone()
+                },
+                &body,
+            ),
+            WireError::Truncated(8, 4),
+        ),
+        (
+            request(
+                &Hdr {
+                    count: 0,
+                    offset: 16,
+                    ..ok.clone()
+                },
+                &[],
+            ),
+            WireError::UnalignedFree(16),
+        ),
+    ];
+    for (msg, want) in cases {
+        assert_eq!(Request::parse(&msg).unwrap_err(), want);
+        assert!(!want.to_string().is_empty());
+    }
+    // 32-bit pte_bits fit any dev_count; a chunk-aligned free is fine.
+    assert!(Request::parse(&request(
+        &Hdr {
+            bits: 32,
+            devs: 65535,
+            ..ok.clone()
+        },
+        &[0; 16]
+    ))
+    .is_ok());
+    assert!(Request::parse(&request(
+        &Hdr {
+            count: 0,
+            offset: 8192,
+            total: 9000,
+            ..ok.clone()
+        },
+        &[]
+    ))
+    .is_ok());
+    // total_len is informational: a lie does not matter.
+    let mut m = request(&ok, &body);
+    m[0..4].copy_from_slice(&7u32.to_ne_bytes());
+    assert!(Request::parse(&m).is_ok());
+}
+
+#[test]
+fn response_layout() {
+    let mut r = Response::new(Echo {
+        userland: [1, 2],
+        dev_major: 253,
+        dev_minor: 9,
+    });
+    let b = r.as_bytes();
+    let word = |b: &[u8; RESPONSE_LEN], i: usize| {
+        u32::from_ne_bytes(b[i * 4..i * 4 + 4].try_into().unwrap())
+    };
+    assert_eq!(
+        [
+            word(b, 0),
+            word(b, 1),
+            word(b, 2),
+            word(b, 3),
+            word(b, 4),
+            word(b, 5),
+            word(b, 6)
+        ],
+        [284, 1, 1, 2, 253, 9, 0]
+    );
+    r.fail(22, format_args!("{}", "x".repeat(400)));
+    let b = r.as_bytes();
+    assert_eq!(word(b, 6), 22);
+    assert!(b[28..28 + 255].iter().all(|&c| c == b'x'));
+    assert_eq!(b[283], 0, "err_str stays NUL-terminated");
+    let echo = Echo::of(&[1, 2, 3]);
+    assert_eq!(
+        (echo.dev_major, echo.userland),
+        (0, [0, 0]),
+        "short request echoes zeros"
+    );
+}
+
+/// The Rust offsets match the C UAPI header agents compile against.
+#[test]
+fn matches_the_c_header() {
+    let dir = std::env::temp_dir().join(format!("dm-switch-abi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("abi.c");
+    let header = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../include/uapi/dm-switch.h"
+    );
+    std::fs::write(
+        &src,
+        format!(
+            "#include <stdio.h>\n#include <stddef.h>\n#include \"{header}\"\nint main(void) {{ printf(\"%zu %zu %zu %zu %zu %d\", offsetof(struct IpcPgTable, ptbl_buff), sizeof(struct IpcResponse), offsetof(struct IpcResponse, status), offsetof(struct IpcResponse, err_str), offsetof(struct IpcPgTable, dev_count), IPC_PG_TABLE_HDR_LEN); return 0; }}\n"
+        ),
+    )
+    .unwrap();
+    let exe = dir.join("abi");
+    let cc = Command::new("cc")
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(cc.success());
+    let out = String::from_utf8(Command::new(&exe).output().unwrap().stdout).unwrap();
+    assert_eq!(
+        out,
+        format!("{HEADER_LEN} {RESPONSE_LEN} 24 28 36 {HEADER_LEN}")
+    );
+}
+
+proptest! {
+    /// Arbitrary bytes never panic the decoder, and whatever it accepts has
+    /// exactly page_count entries within range.
+    #[test]
+    fn decoder_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        if let Ok(r) = Request::parse(&bytes) {
+            prop_assert_eq!(r.values().count(), r.page_count as usize);
+            let mask = u64::MAX >> (64 - u32::from(r.pte_bits));
+            prop_assert!(r.values().all(|v| u64::from(v) <= mask));
+        }
+    }
+}
