@@ -1,0 +1,15 @@
+#!/bin/bash
+# Runs inside the VM (as root): prepares the guest, runs the command, then
+# scans the kernel log and kmemleak. Usage: run.sh OUTDIR CMD...
+out=$1; shift
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export DM_SWITCH_OUT=$out
+mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
+mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config 2>/dev/null
+# Objects allocated before the tests are not ours to report.
+[ -w /sys/kernel/debug/kmemleak ] && echo clear > /sys/kernel/debug/kmemleak
+"$@"
+rc=$?
+"$(dirname "$0")/finish.sh" "$out" || rc=1
+touch "$out/guest-finished"
+exit $rc

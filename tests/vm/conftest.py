@@ -1,0 +1,271 @@
+"""Shared fixtures and helpers for the in-VM suites (run as root in the guest)."""
+import mmap
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import nl  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE = REPO / "dm_switch.ko"
+AGENT = REPO / "tools" / "target" / "release" / "dm-switch"
+SYS = Path("/sys/module/dm_switch")
+NULLB = Path("/sys/kernel/config/nullb")
+SECTOR = 512
+
+
+def sh(cmd, check=True, **kw):
+    """Runs a shell command; returns the CompletedProcess (text)."""
+    r = subprocess.run(cmd, shell=True, text=True, capture_output=True, **kw)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{cmd!r} failed ({r.returncode}): {r.stdout}{r.stderr}")
+    return r
+
+
+def module_is_ours():
+    return (SYS / "familyid").exists()
+
+
+def load_module():
+    if not SYS.exists():
+        sh(f"insmod {MODULE}")
+    assert module_is_ours(), "dm_switch is loaded but it is not ours (no familyid)"
+
+
+def unload_module():
+    if SYS.exists():
+        sh("rmmod dm_switch")
+
+
+def kmsg_mark():
+    """A marker in the kernel log; kmsg_since(mark) returns what came after."""
+    tag = f"dm-switch-test-{time.monotonic_ns()}"
+    with open("/dev/kmsg", "w") as f:
+        f.write(tag + "\n")
+    return tag
+
+
+def kmsg_since(mark):
+    log = sh("dmesg").stdout
+    return log[log.rindex(mark) + len(mark):] if mark in log else log
+
+
+# ---------------------------------------------------------------- devices
+
+_nullb_seq = [0]
+
+
+class NullBlk:
+    """A null_blk device made through configfs."""
+
+    def __init__(self, size_mb, blocksize=512, memory_backed=True, cache_mb=0, discard=False):
+        sh("modprobe null_blk nr_devices=0")
+        _nullb_seq[0] += 1
+        self.name = f"nbt{os.getpid() % 1000}x{_nullb_seq[0]}"
+        d = NULLB / self.name
+        d.mkdir()
+        for k, v in [("size", size_mb), ("blocksize", blocksize), ("memory_backed", int(memory_backed)),
+                     ("cache_size", cache_mb), ("discard", int(discard)), ("irqmode", 0)]:
+            (d / k).write_text(f"{v}\n")
+        (d / "power").write_text("1\n")
+        self.path = f"/dev/{self.name}"
+        for _ in range(100):
+            if os.path.exists(self.path):
+                break
+            time.sleep(0.05)
+        self.sectors = size_mb * 2048
+
+    def stat(self):
+        return [int(x) for x in Path(f"/sys/block/{self.name}/stat").read_text().split()]
+
+    def remove(self):
+        d = NULLB / self.name
+        if d.exists():
+            (d / "power").write_text("0\n")
+            d.rmdir()
+
+
+class LoopDev:
+    """A loop device over a tmpfs file (supports discard and write-zeroes)."""
+
+    def __init__(self, size_mb):
+        self.file = f"/tmp/loop-{os.getpid()}-{time.monotonic_ns()}.img"
+        sh(f"truncate -s {size_mb}M {self.file}")
+        self.path = sh(f"losetup --find --show {self.file}").stdout.strip()
+        self.sectors = size_mb * 2048
+
+    def remove(self):
+        sh(f"losetup -d {self.path}", check=False)
+        if os.path.exists(self.file):
+            os.unlink(self.file)
+
+
+class Dm:
+    """A device-mapper device."""
+
+    def __init__(self, name, table):
+        self.name = name
+        self.path = f"/dev/mapper/{name}"
+        sh(f"dmsetup create {name} --table '{table}'")
+        info = sh(f"dmsetup info -c --noheadings -o major,minor {name}").stdout.strip()
+        self.major, self.minor = (int(x) for x in info.split(":"))
+
+    def status(self):
+        return parse_status(sh(f"dmsetup status {self.name}").stdout)
+
+    def table(self):
+        return sh(f"dmsetup table {self.name}").stdout.strip()
+
+    def message(self, text, check=True):
+        return sh(f"dmsetup message {self.name} 0 {text}", check=check)
+
+    def reload(self, table):
+        sh(f"dmsetup reload {self.name} --table '{table}'")
+
+    def remove(self):
+        sh(f"dmsetup remove --retry {self.name}", check=False)
+
+
+def parse_status(line):
+    """Parses `START LEN switch N DEV... 5 A... U0 U1 REMAPPED UNMAPPED`."""
+    f = line.split()
+    assert f[2] == "switch", line
+    n = int(f[3])
+    devs = f[4:4 + n]
+    rest = f[4 + n:]
+    assert rest[0] == "5" and len(rest) == 6, line
+    return {"dev_count": n, "devs": devs, "states": rest[1], "userland": (int(rest[2], 16), int(rest[3], 16)),
+            "remapped": int(rest[4]), "unmapped": int(rest[5])}
+
+
+# ---------------------------------------------------------------- I/O
+
+def _aligned(n):
+    return mmap.mmap(-1, max(n, mmap.PAGESIZE))
+
+
+def write_at(path, offset, data):
+    """O_DIRECT write of `data` (sector multiple) at byte `offset`."""
+    buf = _aligned(len(data))
+    buf[:len(data)] = data
+    fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+    try:
+        n = os.pwritev(fd, [memoryview(buf)[:len(data)]], offset)
+        assert n == len(data), f"short write {n}"
+    finally:
+        os.close(fd)
+
+
+def read_at(path, offset, length):
+    """O_DIRECT read of `length` bytes at byte `offset`."""
+    buf = _aligned(length)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        n = os.preadv(fd, [memoryview(buf)[:length]], offset)
+        assert n == length, f"short read {n}"
+    finally:
+        os.close(fd)
+    return bytes(buf[:length])
+
+
+def marker(tag, length=SECTOR):
+    b = f"<{tag}>".encode()
+    return (b * (length // len(b) + 1))[:length]
+
+
+def check_placement(dev, paths, starts, region_sectors, expect, regions, begin_sector=0, tag="m", inner=0):
+    """Writes a marker into each region through `dev` and asserts it sits on
+    path expect(r) at start + offset, and on no other path at that offset.
+
+    `begin_sector` is the target's start in the DM device; `inner` a sector
+    offset inside each region."""
+    for r in regions:
+        off = (r * region_sectors + inner) * SECTOR
+        write_at(dev.path, (begin_sector * SECTOR) + off, marker(f"{tag}{r}"))
+    for r in regions:
+        off = (r * region_sectors + inner) * SECTOR
+        want = expect(r)
+        for i, p in enumerate(paths):
+            got = read_at(p, starts[i] * SECTOR + off, SECTOR)
+            if i == want:
+                assert got == marker(f"{tag}{r}"), f"region {r}: marker missing on path {i}"
+            else:
+                assert got != marker(f"{tag}{r}"), f"region {r}: marker on path {i}, expected {want}"
+
+
+# ---------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="session", autouse=True)
+def our_module():
+    load_module()
+    yield
+    assert module_is_ours(), "the dm_switch module under test was replaced"
+
+
+class Cleanup:
+    """Collects devices to tear down in reverse order."""
+
+    def __init__(self):
+        self.items = []
+
+    def add(self, item):
+        self.items.append(item)
+        return item
+
+    def nullb(self, *a, **kw):
+        return self.add(NullBlk(*a, **kw))
+
+    def loop(self, *a, **kw):
+        return self.add(LoopDev(*a, **kw))
+
+    def dm(self, *a, **kw):
+        return self.add(Dm(*a, **kw))
+
+    def close(self):
+        for item in reversed(self.items):
+            item.remove()
+
+
+@pytest.fixture
+def env():
+    c = Cleanup()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def client():
+    c = nl.Client()
+    yield c
+    c.close()
+
+
+def linear_paths(env, n, sectors_each, prefix="p"):
+    """`n` paths, each a dm-linear view of its own slice of one null_blk."""
+    mb = (n * sectors_each + 2047) // 2048 + 1
+    base = env.nullb(mb)
+    names = []
+    for i in range(n):
+        d = env.dm(f"{prefix}{os.getpid() % 1000}_{i}", f"0 {sectors_each} linear {base.path} {i * sectors_each}")
+        names.append(d.path)
+    return names
+
+
+def ctr_error(table, name="swbad"):
+    """Tries to create a switch device from `table`; returns the kernel's
+    error text for it (the device must not be created)."""
+    mark = kmsg_mark()
+    r = sh(f"dmsetup create {name} --table '{table}'", check=False)
+    if r.returncode == 0:
+        sh(f"dmsetup remove {name}", check=False)
+        raise AssertionError(f"table accepted: {table}")
+    sh(f"dmsetup remove {name}", check=False)
+    log = kmsg_since(mark)
+    m = re.findall(r"switch: (.*?)\n", log)
+    return m[-1] if m else log

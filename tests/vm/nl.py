@@ -1,0 +1,142 @@
+"""A small, independent DM_SWITCH netlink client (raw AF_NETLINK sockets).
+
+It implements the ABI from include/uapi/dm-switch.h alone, without the agent,
+so the tests prove the wire format as an RFC-era agent would use it.
+"""
+import errno
+import os
+import socket
+import struct
+
+NETLINK_GENERIC = 16
+GENL_ID_CTRL = 0x10
+CTRL_CMD_GETFAMILY = 3
+CTRL_ATTR_FAMILY_ID = 1
+CTRL_ATTR_FAMILY_NAME = 2
+NLMSG_ERROR = 2
+NLM_F_REQUEST = 1
+NLM_F_ACK = 4
+
+CMD_GET_PAGE_TBL = 1
+ATTR_MSG = 1
+ATTR_RESPONSE = 11
+HEADER_LEN = 40
+RESPONSE_LEN = 284
+CHUNK = 8192
+
+
+def _attr(kind, payload):
+    a = struct.pack("=HH", 4 + len(payload), kind) + payload
+    return a + b"\0" * ((4 - len(a) % 4) % 4)
+
+
+def _parse_attrs(data):
+    attrs = {}
+    while len(data) >= 4:
+        length, kind = struct.unpack_from("=HH", data)
+        if length < 4:
+            break
+        attrs[kind & 0x3FFF] = data[4:length]
+        data = data[(length + 3) & ~3:]
+    return attrs
+
+
+class NetlinkError(Exception):
+    """The genetlink core refused the request with NLMSG_ERROR."""
+
+    def __init__(self, err):
+        super().__init__(f"NLMSG_ERROR {err} ({errno.errorcode.get(-err, '?')})")
+        self.errno = -err
+
+
+class Client:
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+        self.sock.bind((0, 0))
+        self.sock.settimeout(120)
+        self.seq = 0
+
+    def close(self):
+        self.sock.close()
+
+    def request(self, family, cmd, version, payload, flags=NLM_F_REQUEST):
+        """Sends one genl message and returns (genl cmd, attrs) of the reply."""
+        self.seq += 1
+        body = struct.pack("=BBH", cmd, version, 0) + payload
+        hdr = struct.pack("=IHHII", 16 + len(body), family, flags, self.seq, 0)
+        self.sock.send(hdr + body)
+        while True:
+            data = self.sock.recv(1 << 17)
+            length, kind, _flags, seq, _pid = struct.unpack_from("=IHHII", data)
+            if kind == NLMSG_ERROR:
+                (err,) = struct.unpack_from("=i", data, 16)
+                if err == 0:
+                    continue  # an ACK
+                raise NetlinkError(err)
+            gcmd, _ver, _res = struct.unpack_from("=BBH", data, 16)
+            return gcmd, _parse_attrs(data[20:length]), seq
+
+    def family_id(self, name="DM_SWITCH"):
+        _, attrs, _ = self.request(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, 1,
+                                   _attr(CTRL_ATTR_FAMILY_NAME, name.encode() + b"\0"))
+        return struct.unpack("=H", attrs[CTRL_ATTR_FAMILY_ID])[0]
+
+    def send_raw(self, payload_attr_bytes, cmd=CMD_GET_PAGE_TBL):
+        """Sends raw attribute bytes; returns the decoded IpcResponse."""
+        gcmd, attrs, _ = self.request(self.family_id(), cmd, 1, payload_attr_bytes)
+        assert gcmd == CMD_GET_PAGE_TBL, f"reply command {gcmd}"
+        assert ATTR_RESPONSE in attrs, f"reply attributes {sorted(attrs)}"
+        return Response(attrs[ATTR_RESPONSE])
+
+    def send(self, msg):
+        return self.send_raw(_attr(ATTR_MSG, msg))
+
+
+class Response:
+    def __init__(self, raw):
+        assert len(raw) == RESPONSE_LEN, f"response is {len(raw)} bytes"
+        (self.total_len, self.opcode, u0, u1, self.dev_major, self.dev_minor,
+         self.status) = struct.unpack_from("=7I", raw)
+        self.userland = (u0, u1)
+        text = raw[28:]
+        assert b"\0" in text, "err_str not NUL-terminated"
+        self.err_str = text.split(b"\0", 1)[0].decode()
+
+    def __repr__(self):
+        return f"Response(status={self.status}, err={self.err_str!r})"
+
+
+def pack(values, bits):
+    """RFC packing: least significant field first, 32 // bits per word."""
+    fields = 32 // bits
+    out = bytearray()
+    for i in range(0, len(values), fields):
+        w = 0
+        for j, v in enumerate(values[i:i + fields]):
+            w |= v << (j * bits)
+        out += struct.pack("=I", w)
+    return bytes(out)
+
+
+def pgtable(major, minor, page_total, page_offset, values, dev_count, pte_bits,
+            userland=(0, 0), opcode=1, page_count=None, packed=None):
+    """Builds a struct IpcPgTable message."""
+    if packed is None:
+        packed = pack(values, pte_bits)
+    count = len(values) if page_count is None else page_count
+    hdr = struct.pack("=9IHBB", HEADER_LEN + len(packed), opcode, userland[0], userland[1],
+                      major, minor, page_total, page_offset, count, dev_count, pte_bits, 0)
+    assert len(hdr) == HEADER_LEN
+    return hdr + packed
+
+
+def upload(client, major, minor, values, dev_count, pte_bits, page_total=None, userland=(0, 0)):
+    """Uploads a whole table in maximal windows; returns the responses."""
+    page_total = len(values) if page_total is None else page_total
+    fields = 32 // pte_bits
+    per_window = ((65480 - HEADER_LEN) // 4) * fields
+    out = []
+    for off in range(0, len(values), per_window):
+        out.append(client.send(pgtable(major, minor, page_total, off, values[off:off + per_window],
+                                       dev_count, pte_bits, userland)))
+    return out
