@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# `make check`: builds everything, runs the host tests and the in-VM suites on
+# the debug kernel (one boot), and ends with one line "N passed, N failed".
+# Assumes scripts/setup.sh has run. SUITES="test_x.py ..." runs only those.
+set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
+
+passed=0 failed=0
+t_all=$(date +%s)
+step() { echo; echo "== $*"; }
+timed() { local s; s=$(date +%s); "$@"; local rc=$?; echo "   ($(( $(date +%s) - s )) s)"; return $rc; }
+fatal() { echo "check: $*" >&2; echo "$passed passed, $((failed + 1)) failed"; exit 1; }
+
+step "test kernel (cached after the first build)"
+kdir=$(timed scripts/build-kernel.sh debug | tail -n1) || fatal "kernel build failed"
+kdir=$(kernel_build_dir debug)
+
+step "module: clippy, then the warning-free build"
+timed make -s KDIR="$kdir" CLIPPY=1 modules || fatal "clippy build failed"
+timed make -s KDIR="$kdir" modules || fatal "module build failed"
+
+step "formatting"
+make -s fmtcheck || fatal "rustfmt check failed (run make fmt)"
+
+step "host tests (cargo test in tools/)"
+host_log=$(mktemp)
+(cd tools && cargo test --release 2>&1) | tee "$host_log" | grep -E "^test result|FAILED|panicked" 
+read -r hp hf < <(awk '/^test result:/ {p+=$4; f+=$6} END {print p+0, f+0}' "$host_log")
+passed=$((passed + hp)); failed=$((failed + hf))
+(cd tools && cargo build --release --quiet) || fatal "agent build failed"
+
+step "in-VM suites on the debug kernel (one boot, ~2 min of it booting)"
+out=$(mktemp -d /tmp/dm-switch-check.XXXXXX)
+timed scripts/vm.sh --out "$out" -- "$REPO_ROOT/tests/guest/suites.sh" ${SUITES:-}
+vm_rc=$?
+read -r vp vf < <(python3 - "$out" <<'PY'
+import glob, sys, xml.etree.ElementTree as ET
+p = f = 0
+for x in glob.glob(sys.argv[1] + "/junit-*.xml"):
+    for s in ET.parse(x).getroot().iter("testsuite"):
+        t, e, fl, sk = (int(s.get(k, 0)) for k in ("tests", "errors", "failures", "skipped"))
+        p += t - e - fl - sk
+        f += e + fl
+print(p, f)
+PY
+)
+passed=$((passed + vp)); failed=$((failed + vf))
+if [ $vm_rc != 0 ] && [ "$vf" = 0 ]; then
+  echo "check: the VM run failed outside the tests (log scan, kmemleak or boot): see $out" >&2
+  failed=$((failed + 1))
+fi
+echo
+echo "guest log and reports: $out"
+echo "total: $(( $(date +%s) - t_all )) s"
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]

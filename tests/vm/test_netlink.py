@@ -1,0 +1,181 @@
+"""Issue 5: the DM_SWITCH upload ABI and set_region_mappings, proven from the
+header alone with an independent client (nl.py), placement read from the paths."""
+import random
+import struct
+
+import pytest
+
+from conftest import SECTOR, check_placement, linear_paths, sh
+import nl
+
+EINVAL, EPERM, ENODEV = 22, 1, 19
+
+
+def rfc(env, name, npaths=3, regions=64, region=64):
+    paths = linear_paths(env, npaths, regions * region, prefix=f"{name}p")
+    dev = env.dm(name, f"0 {regions * region} switch {npaths} {region} " + " ".join(f"{p} 0" for p in paths))
+    return dev, paths
+
+
+def placed(dev, paths, region, mapping, sample, tag):
+    check_placement(dev, paths, [0] * len(paths), region, lambda r: mapping[r], sample, tag=tag)
+
+
+def test_single_window_upload_and_status(env, client):
+    dev, paths = rfc(env, "swnl1")
+    rng = random.Random(1)
+    mapping = [rng.randrange(3) for _ in range(64)]
+    resp = client.send(nl.pgtable(dev.major, dev.minor, 64, 0, mapping, 3, 2, userland=(0x1234, 0xABCDEF01)))
+    assert (resp.status, resp.err_str, resp.total_len, resp.opcode) == (0, "", 284, 1), resp
+    assert (resp.dev_major, resp.dev_minor, resp.userland) == (dev.major, dev.minor, (0x1234, 0xABCDEF01))
+    placed(dev, paths, 64, mapping, range(64), "s")
+    st = dev.status()
+    assert st["userland"] == (0x1234, 0xABCDEF01)
+    assert st["remapped"] >= 64 and st["unmapped"] == 0
+
+
+@pytest.mark.parametrize("pte_bits", [2, 3, 32])
+def test_multi_window_upload(env, client, pte_bits):
+    regions = 40000 if pte_bits == 32 else 300000
+    region = 8
+    dev, paths = rfc(env, "swnl2", regions=regions, region=region)
+    rng = random.Random(pte_bits)
+    mapping = [rng.randrange(3) for _ in range(regions)]
+    resps = nl.upload(client, dev.major, dev.minor, mapping, 3, pte_bits)
+    assert len(resps) >= 2 and all(r.status == 0 for r in resps), resps
+    sample = sorted(set(rng.randrange(regions) for _ in range(40)) | {0, regions - 1, 8191, 8192, 16359, 16360})
+    placed(dev, paths, region, mapping, sample, "w")
+
+
+def test_chunk_free_and_table_replacement(env, client):
+    dev, paths = rfc(env, "swnl3", regions=20000, region=8)
+    mapping = [1 + (r % 2) for r in range(20000)]
+    assert all(r.status == 0 for r in nl.upload(client, dev.major, dev.minor, mapping, 3, 2))
+    # Free chunk 1 (regions 8192..16383): they go to path 0, counted unmapped.
+    resp = client.send(nl.pgtable(dev.major, dev.minor, 20000, 8192, [], 3, 2))
+    assert resp.status == 0, resp
+    s0 = dev.status()
+    placed(dev, paths, 8, {8191: mapping[8191], 8192: 0, 16383: 0, 16384: mapping[16384]},
+           [8191, 8192, 16383, 16384], "f")
+    assert dev.status()["unmapped"] - s0["unmapped"] == 2
+    # A window with other pte_bits replaces the table: outside it, unmapped.
+    resp = client.send(nl.pgtable(dev.major, dev.minor, 20000, 0, [2] * 16, 3, 4))
+    assert resp.status == 0, resp
+    placed(dev, paths, 8, {0: 2, 15: 2, 16: 0, 19999: 0}, [0, 15, 16, 19999], "g")
+
+
+def refusals(dev):
+    M, m = dev.major, dev.minor
+    good = nl.pgtable(M, m, 64, 0, [1] * 64, 3, 2)
+    short = good[:39]
+    return [
+        ("short", short, EINVAL, "too short"),
+        ("opcode", nl.pgtable(M, m, 64, 0, [1] * 64, 3, 2, opcode=2), EINVAL, "opcode"),
+        ("bits0", nl.pgtable(M, m, 64, 0, [1] * 16, 3, 0, packed=b"\0" * 64), EINVAL, "pte_bits"),
+        ("bits33", nl.pgtable(M, m, 64, 0, [1] * 16, 3, 33, packed=b"\0" * 64), EINVAL, "pte_bits"),
+        ("narrow", nl.pgtable(M, m, 64, 0, [1] * 64, 3, 1), EINVAL, "too narrow"),
+        ("devcount", nl.pgtable(M, m, 64, 0, [1] * 64, 4, 2), EINVAL, "dev_count"),
+        ("unaligned", nl.pgtable(M, m, 64, 1, [1] * 32, 3, 2), EINVAL, "unaligned"),
+        ("pastend", nl.pgtable(M, m, 64, 48, [1] * 32, 3, 2), EINVAL, "past the table"),
+        ("wrap", nl.pgtable(M, m, 0xFFFFFFFF, 0xFFFFFFF0, [1] * 32, 3, 2), EINVAL, "past the table"),
+        ("truncated", nl.pgtable(M, m, 64, 0, [1] * 64, 3, 2, page_count=64, packed=b"\x55" * 8), EINVAL, "incomplete"),
+        ("badentry", nl.pgtable(M, m, 64, 0, [1] * 10 + [3] + [1] * 53, 3, 2), EINVAL, "past dev_count"),
+        ("nodev", nl.pgtable(M, m + 77, 64, 0, [1] * 64, 3, 2), ENODEV, "no live switch target"),
+        ("hugemajor", nl.pgtable(0xFFFFFFFF, 0xFFFFFFFF, 64, 0, [1] * 64, 3, 2), ENODEV, "no live switch target"),
+        ("freeunaligned", nl.pgtable(M, m, 64, 16, [], 3, 2), EINVAL, "cannot free"),
+    ]
+
+
+def test_refusals_leave_mapping_unchanged(env, client):
+    dev, paths = rfc(env, "swnl4")
+    mapping = [(r * 7) % 3 for r in range(64)]
+    assert client.send(nl.pgtable(dev.major, dev.minor, 64, 0, mapping, 3, 2, userland=(5, 6))).status == 0
+    for i, (name, msg, err, text) in enumerate(refusals(dev)):
+        resp = client.send(msg)
+        assert resp.status == err, (name, resp)
+        assert text in resp.err_str, (name, resp)
+        assert resp.total_len == 284
+    assert dev.status()["userland"] == (5, 6)
+    placed(dev, paths, 64, mapping, range(64), "r")
+
+
+def test_missing_attribute_gets_a_response(client):
+    resp = client.send_raw(b"")
+    assert resp.status == EINVAL and "missing" in resp.err_str
+
+
+def test_genl_core_refusals_are_nlmsg_errors(client):
+    fid = client.family_id()
+    with pytest.raises(nl.NetlinkError) as e:
+        client.request(fid, 7, 1, b"")
+    assert e.value.errno in (95, 22)  # EOPNOTSUPP for an unknown command
+    too_long = nl._attr(nl.ATTR_MSG, b"\0" * 65481)
+    with pytest.raises(nl.NetlinkError) as e:
+        client.request(fid, nl.CMD_GET_PAGE_TBL, 1, too_long)
+    assert e.value.errno in (22, 34)  # EINVAL / ERANGE from attribute validation
+
+
+PRIV_SCRIPT = """
+import sys
+sys.path.insert(0, {dir!r})
+import nl
+c = nl.Client()
+try:
+    r = c.send(nl.pgtable({M}, {m}, 64, 0, [2] * 64, 3, 2))
+    print("status", r.status, r.err_str)
+except nl.NetlinkError as e:
+    print("nlerr", e.errno)
+"""
+
+
+def test_privilege(env):
+    dev, paths = rfc(env, "swnl5")
+    mapping = [1] * 64
+    c = nl.Client()
+    assert c.send(nl.pgtable(dev.major, dev.minor, 64, 0, mapping, 3, 2)).status == 0
+    c.close()
+    import os
+    script = PRIV_SCRIPT.format(dir=os.path.dirname(nl.__file__), M=dev.major, m=dev.minor)
+    # CAP_NET_ADMIN without CAP_SYS_ADMIN: the handler refuses with EPERM.
+    out = sh(f"capsh --drop=cap_sys_admin -- -c 'python3 -c \"$0\"' {shq(script)}").stdout
+    assert out.startswith("status 1 ") and "CAP_SYS_ADMIN" in out, out
+    # Neither: the genl core refuses (GENL_ADMIN_PERM).
+    out = sh(f"capsh --drop=cap_sys_admin,cap_net_admin -- -c 'python3 -c \"$0\"' {shq(script)}").stdout
+    assert out.strip() == "nlerr 1", out
+    # Without CAP_SYS_ADMIN, DM refuses the message.
+    r = sh(f"capsh --drop=cap_sys_admin -- -c 'dmsetup message {dev.name} 0 set_region_mappings 0:2'", check=False)
+    assert r.returncode != 0
+    placed(dev, paths, 64, mapping, range(0, 64, 3), "p")
+
+
+def shq(s):
+    return "'" + s.replace("'", "'\\''") + "'"
+
+
+def test_message_and_netlink_place_identically(env, client):
+    a, pa = rfc(env, "swmsga", regions=200)
+    b, pb = rfc(env, "swmsgb", regions=200)
+    rng = random.Random(7)
+    mapping = [rng.randrange(3) for _ in range(200)]
+    assert all(r.status == 0 for r in nl.upload(client, a.major, a.minor, mapping, 3, 2))
+    # First regions one by one, then a repeat of the last 3 entries.
+    args = [f"0:{mapping[0]:x}"] + [f":{p:x}" for p in mapping[1:150]]
+    b.message("set_region_mappings " + " ".join(args))
+    b.message("set_region_mappings " + " ".join(f"{r:x}:{mapping[r]:x}" for r in range(150, 200)))
+    sample = range(0, 200, 3)
+    placed(a, pa, 64, mapping, sample, "x")
+    placed(b, pb, 64, mapping, sample, "y")
+
+
+def test_message_repeat_and_refusals(env):
+    dev, paths = rfc(env, "swmsgr")
+    dev.message("set_region_mappings 0:0 :1 :2 R3,3d")
+    placed(dev, paths, 64, [r % 3 for r in range(64)], range(64), "q")
+    bad = ["", "set_region_mappings", "set_region_mappings garbage", "set_region_mappings 0:3",
+           "set_region_mappings 40:0", "set_region_mappings " + "f" * 300 + ":0",
+           "set_region_mappings 0:1 R1,ffffffffff", "set_region_mappings 0:1 R5,1",
+           "set_region_mappings :1", "set_region_mappings 0:1 0:", "no_such_message 1"]
+    for m in bad:
+        r = dev.message(m, check=False)
+        assert r.returncode != 0, m
+    placed(dev, paths, 64, [r % 3 for r in range(64)], range(0, 64, 5), "z")
