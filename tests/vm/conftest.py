@@ -248,16 +248,40 @@ def client():
     c.close()
 
 
-def linear_paths(env, n, sectors_each, prefix="p"):
-    """`n` paths, each a dm-linear view of its own slice of one null_blk."""
-    mb = (n * sectors_each + 2047) // 2048 + 1
+def shared_paths(env, n, sectors_each):
+    """`n` paths as (device, start) pairs: disjoint slices of one null_blk,
+    with slightly different gaps so no two paths share an offset pattern.
+    Returns (devices, starts), both of length `n`."""
+    gap = 16
+    mb = (n * (sectors_each + 8 * gap) + 2047) // 2048 + 1
     base = env.nullb(mb)
-    names = []
-    for i in range(n):
-        d = env.dm(f"{prefix}{os.getpid() % 1000}_{i}", f"0 {sectors_each} linear {base.path} {i * sectors_each}")
-        names.append(d.path)
-    return names
+    starts = [i * (sectors_each + 8 * gap) + gap * (i % 4) for i in range(n)]
+    return [base.path] * n, starts
 
+
+def switch_table(length, region, paths, starts, fmt="rfc"):
+    """A switch table line in RFC or upstream format."""
+    opt = " 0" if fmt == "upstream" else ""
+    pairs = " ".join(f"{p} {s}" for p, s in zip(paths, starts))
+    return f"0 {length} switch {len(paths)} {region}{opt} {pairs}"
+
+
+class Switch:
+    """A switch device over `npaths` slices of one null_blk."""
+
+    def __init__(self, env, name, npaths=3, regions=64, region=64, fmt="rfc"):
+        self.paths, self.starts = shared_paths(env, npaths, regions * region)
+        self.region, self.regions, self.fmt = region, regions, fmt
+        self.length = regions * region
+        self.dev = env.dm(name, switch_table(self.length, region, self.paths, self.starts, fmt))
+
+    def table(self, region=None, fmt=None):
+        return switch_table(self.length, region or self.region, self.paths, self.starts, fmt or self.fmt)
+
+    def placed(self, expect, regions, tag, region=None):
+        """Asserts placement of fresh markers in `regions` (see check_placement)."""
+        check_placement(self.dev, self.paths, self.starts, region or self.region,
+                        expect if callable(expect) else expect.__getitem__, regions, tag=tag)
 
 def ctr_error(table, name="swbad"):
     """Tries to create a switch device from `table`; returns the kernel's

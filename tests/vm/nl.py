@@ -4,7 +4,6 @@ It implements the ABI from include/uapi/dm-switch.h alone, without the agent,
 so the tests prove the wire format as an RFC-era agent would use it.
 """
 import errno
-import os
 import socket
 import struct
 

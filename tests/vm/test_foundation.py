@@ -1,12 +1,10 @@
 """Issue 2: the module loads, registers `switch`, exposes its sysfs files, and unloads cleanly."""
 import errno
-import os
 import re
 
 import pytest
 
 from conftest import SYS, load_module, sh, unload_module
-import nl
 
 
 def test_target_listed_with_sysfs_version():

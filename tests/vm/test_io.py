@@ -3,19 +3,14 @@ import os
 import subprocess
 import time
 
-import pytest
 
-from conftest import SECTOR, check_placement, linear_paths, marker, read_at, sh, write_at
+from conftest import SECTOR, Switch, marker, read_at, sh, write_at
 import nl
 
 
 def rr_table(length, region, paths, starts=None):
     starts = starts or [0] * len(paths)
     return f"0 {length} switch {len(paths)} {region} 0 " + " ".join(f"{p} {s}" for p, s in zip(paths, starts))
-
-
-def rfc_table(length, region, paths):
-    return f"0 {length} switch {len(paths)} {region} " + " ".join(f"{p} 0" for p in paths)
 
 
 FLUSHES = 15  # /sys/block/X/stat field 16 (1-based)
@@ -94,8 +89,7 @@ def test_discard_advertised_only_if_every_path_supports_it(env):
 
 
 def test_counters_count_bios(env):
-    paths = linear_paths(env, 3, 64 * 128)
-    dev = env.dm("swcnt", rr_table(64 * 128, 128, paths))
+    dev = Switch(env, "swcnt", regions=64, region=128, fmt="upstream").dev
     s0 = dev.status()
     for r in range(10):
         write_at(dev.path, r * 128 * SECTOR, marker("c", 4096))
@@ -112,8 +106,7 @@ def test_counters_count_bios(env):
 
 
 def test_counters_exact_with_two_cpus(env):
-    paths = linear_paths(env, 3, 256 * 128)
-    dev = env.dm("swcpu", rr_table(256 * 128, 128, paths))
+    dev = Switch(env, "swcpu", regions=256, region=128, fmt="upstream").dev
     s0 = dev.status()
     sh(f"fio --name=c --filename={dev.path} --direct=1 --rw=randwrite --bs=4k --ioengine=psync "
        f"--numjobs=2 --cpus_allowed=0-1 --cpus_allowed_policy=split --number_ios=400 --size=16m "
@@ -127,36 +120,34 @@ def set_all(dev, path, regions):
 
 
 def test_reload_same_geometry_inherits_mapping(env):
-    paths = linear_paths(env, 3, 32 * 128)
-    table = rfc_table(32 * 128, 128, paths)
-    dev = env.dm("swinh", table)
+    sw = Switch(env, "swinh", regions=32, region=128)
+    dev = sw.dev
     set_all(dev, 2, 32)
-    check_placement(dev, paths, [0] * 3, 128, lambda r: 2, range(0, 32, 5), tag="a")
-    dev.reload(table)
+    sw.placed(lambda r: 2, range(0, 32, 5), "a")
+    dev.reload(sw.table())
     sh(f"dmsetup resume {dev.name}")
-    check_placement(dev, paths, [0] * 3, 128, lambda r: 2, range(1, 32, 5), tag="b")
+    sw.placed(lambda r: 2, range(1, 32, 5), "b")
     # The inherited table still takes uploads: it is live.
     c = nl.Client()
     resp = c.send(nl.pgtable(dev.major, dev.minor, 32, 0, [1] * 32, 3, 2))
     c.close()
     assert resp.status == 0, resp
-    check_placement(dev, paths, [0] * 3, 128, lambda r: 1, range(2, 32, 5), tag="c")
+    sw.placed(lambda r: 1, range(2, 32, 5), "c")
 
 
 def test_reload_new_geometry_starts_empty(env):
-    paths = linear_paths(env, 3, 32 * 128)
-    dev = env.dm("swnew", rfc_table(32 * 128, 128, paths))
+    sw = Switch(env, "swnew", regions=32, region=128)
+    dev = sw.dev
     set_all(dev, 2, 32)
-    dev.reload(rfc_table(32 * 128, 64, paths))
+    dev.reload(sw.table(region=64))
     sh(f"dmsetup resume {dev.name}")
     s0 = dev.status()
-    check_placement(dev, paths, [0] * 3, 64, lambda r: 0, range(0, 64, 7), tag="d")
+    sw.placed(lambda r: 0, range(0, 64, 7), "d", region=64)
     assert dev.status()["unmapped"] > s0["unmapped"]
 
 
 def test_inactive_table_is_not_addressed(env, client):
-    paths = linear_paths(env, 3, 32 * 128)
-    dev = env.dm("swina", rfc_table(32 * 128, 128, paths))
+    dev = Switch(env, "swina", regions=32, region=128).dev
     sh(f"dmsetup suspend {dev.name}")
     resp = client.send(nl.pgtable(dev.major, dev.minor, 32, 0, [1] * 32, 3, 2))
     assert resp.status == 19 and "no live switch target" in resp.err_str, resp  # ENODEV
@@ -167,9 +158,8 @@ def test_inactive_table_is_not_addressed(env, client):
 def test_lifecycle_under_io(env, client):
     """Suspend/resume, reload+resume and uploads while fio writes and verifies;
     then remove. The debug kernel's log scan catches use-after-free and RCU bugs."""
-    paths = linear_paths(env, 3, 64 * 128)
-    table = rfc_table(64 * 128, 128, paths)
-    dev = env.dm("swlife", table)
+    sw = Switch(env, "swlife", regions=64, region=128)
+    dev, table = sw.dev, sw.table()
     fio = subprocess.Popen(
         ["fio", "--name=l", f"--filename={dev.path}", "--direct=1", "--rw=randrw", "--bs=4k",
          "--ioengine=libaio", "--iodepth=8", "--time_based", "--runtime=25", "--numjobs=2"],
@@ -178,7 +168,7 @@ def test_lifecycle_under_io(env, client):
     n = 0
     while time.time() < deadline:
         sh(f"dmsetup suspend {dev.name} && dmsetup resume {dev.name}")
-        dev.reload(table if n % 2 else rfc_table(64 * 128, 64, paths))
+        dev.reload(table if n % 2 else sw.table(region=64))
         sh(f"dmsetup resume {dev.name}")
         resp = client.send(nl.pgtable(dev.major, dev.minor, 64, 0, [n % 3] * 64, 3, 2))
         assert resp.status in (0, 19), resp

@@ -1,34 +1,24 @@
 """Issue 5: the DM_SWITCH upload ABI and set_region_mappings, proven from the
 header alone with an independent client (nl.py), placement read from the paths."""
 import random
-import struct
 
 import pytest
 
-from conftest import SECTOR, check_placement, linear_paths, sh
+from conftest import Switch, sh
 import nl
 
 EINVAL, EPERM, ENODEV = 22, 1, 19
 
 
-def rfc(env, name, npaths=3, regions=64, region=64):
-    paths = linear_paths(env, npaths, regions * region, prefix=f"{name}p")
-    dev = env.dm(name, f"0 {regions * region} switch {npaths} {region} " + " ".join(f"{p} 0" for p in paths))
-    return dev, paths
-
-
-def placed(dev, paths, region, mapping, sample, tag):
-    check_placement(dev, paths, [0] * len(paths), region, lambda r: mapping[r], sample, tag=tag)
-
-
 def test_single_window_upload_and_status(env, client):
-    dev, paths = rfc(env, "swnl1")
+    sw = Switch(env, "swnl1")
+    dev = sw.dev
     rng = random.Random(1)
     mapping = [rng.randrange(3) for _ in range(64)]
     resp = client.send(nl.pgtable(dev.major, dev.minor, 64, 0, mapping, 3, 2, userland=(0x1234, 0xABCDEF01)))
     assert (resp.status, resp.err_str, resp.total_len, resp.opcode) == (0, "", 284, 1), resp
     assert (resp.dev_major, resp.dev_minor, resp.userland) == (dev.major, dev.minor, (0x1234, 0xABCDEF01))
-    placed(dev, paths, 64, mapping, range(64), "s")
+    sw.placed(mapping, range(64), "s")
     st = dev.status()
     assert st["userland"] == (0x1234, 0xABCDEF01)
     assert st["remapped"] >= 64 and st["unmapped"] == 0
@@ -38,30 +28,32 @@ def test_single_window_upload_and_status(env, client):
 def test_multi_window_upload(env, client, pte_bits):
     regions = 40000 if pte_bits == 32 else 300000
     region = 8
-    dev, paths = rfc(env, "swnl2", regions=regions, region=region)
+    sw = Switch(env, "swnl2", regions=regions, region=region)
+    dev = sw.dev
     rng = random.Random(pte_bits)
     mapping = [rng.randrange(3) for _ in range(regions)]
     resps = nl.upload(client, dev.major, dev.minor, mapping, 3, pte_bits)
     assert len(resps) >= 2 and all(r.status == 0 for r in resps), resps
     sample = sorted(set(rng.randrange(regions) for _ in range(40)) | {0, regions - 1, 8191, 8192, 16359, 16360})
-    placed(dev, paths, region, mapping, sample, "w")
+    sw.placed(mapping, sample, "w")
 
 
 def test_chunk_free_and_table_replacement(env, client):
-    dev, paths = rfc(env, "swnl3", regions=20000, region=8)
+    sw = Switch(env, "swnl3", regions=20000, region=8)
+    dev = sw.dev
     mapping = [1 + (r % 2) for r in range(20000)]
     assert all(r.status == 0 for r in nl.upload(client, dev.major, dev.minor, mapping, 3, 2))
     # Free chunk 1 (regions 8192..16383): they go to path 0, counted unmapped.
     resp = client.send(nl.pgtable(dev.major, dev.minor, 20000, 8192, [], 3, 2))
     assert resp.status == 0, resp
     s0 = dev.status()
-    placed(dev, paths, 8, {8191: mapping[8191], 8192: 0, 16383: 0, 16384: mapping[16384]},
+    sw.placed({8191: mapping[8191], 8192: 0, 16383: 0, 16384: mapping[16384]},
            [8191, 8192, 16383, 16384], "f")
     assert dev.status()["unmapped"] - s0["unmapped"] == 2
     # A window with other pte_bits replaces the table: outside it, unmapped.
     resp = client.send(nl.pgtable(dev.major, dev.minor, 20000, 0, [2] * 16, 3, 4))
     assert resp.status == 0, resp
-    placed(dev, paths, 8, {0: 2, 15: 2, 16: 0, 19999: 0}, [0, 15, 16, 19999], "g")
+    sw.placed({0: 2, 15: 2, 16: 0, 19999: 0}, [0, 15, 16, 19999], "g")
 
 
 def refusals(dev):
@@ -87,7 +79,8 @@ def refusals(dev):
 
 
 def test_refusals_leave_mapping_unchanged(env, client):
-    dev, paths = rfc(env, "swnl4")
+    sw = Switch(env, "swnl4")
+    dev = sw.dev
     mapping = [(r * 7) % 3 for r in range(64)]
     assert client.send(nl.pgtable(dev.major, dev.minor, 64, 0, mapping, 3, 2, userland=(5, 6))).status == 0
     for i, (name, msg, err, text) in enumerate(refusals(dev)):
@@ -96,7 +89,7 @@ def test_refusals_leave_mapping_unchanged(env, client):
         assert text in resp.err_str, (name, resp)
         assert resp.total_len == 284
     assert dev.status()["userland"] == (5, 6)
-    placed(dev, paths, 64, mapping, range(64), "r")
+    sw.placed(mapping, range(64), "r")
 
 
 def test_missing_attribute_gets_a_response(client):
@@ -129,7 +122,8 @@ except nl.NetlinkError as e:
 
 
 def test_privilege(env):
-    dev, paths = rfc(env, "swnl5")
+    sw = Switch(env, "swnl5")
+    dev = sw.dev
     mapping = [1] * 64
     c = nl.Client()
     assert c.send(nl.pgtable(dev.major, dev.minor, 64, 0, mapping, 3, 2)).status == 0
@@ -145,7 +139,7 @@ def test_privilege(env):
     # Without CAP_SYS_ADMIN, DM refuses the message.
     r = sh(f"capsh --drop=cap_sys_admin -- -c 'dmsetup message {dev.name} 0 set_region_mappings 0:2'", check=False)
     assert r.returncode != 0
-    placed(dev, paths, 64, mapping, range(0, 64, 3), "p")
+    sw.placed(mapping, range(0, 64, 3), "p")
 
 
 def shq(s):
@@ -153,8 +147,8 @@ def shq(s):
 
 
 def test_message_and_netlink_place_identically(env, client):
-    a, pa = rfc(env, "swmsga", regions=200)
-    b, pb = rfc(env, "swmsgb", regions=200)
+    swa, swb = Switch(env, "swmsga", regions=200), Switch(env, "swmsgb", regions=200)
+    a, b = swa.dev, swb.dev
     rng = random.Random(7)
     mapping = [rng.randrange(3) for _ in range(200)]
     assert all(r.status == 0 for r in nl.upload(client, a.major, a.minor, mapping, 3, 2))
@@ -163,14 +157,15 @@ def test_message_and_netlink_place_identically(env, client):
     b.message("set_region_mappings " + " ".join(args))
     b.message("set_region_mappings " + " ".join(f"{r:x}:{mapping[r]:x}" for r in range(150, 200)))
     sample = range(0, 200, 3)
-    placed(a, pa, 64, mapping, sample, "x")
-    placed(b, pb, 64, mapping, sample, "y")
+    swa.placed(mapping, sample, "x")
+    swb.placed(mapping, sample, "y")
 
 
 def test_message_repeat_and_refusals(env):
-    dev, paths = rfc(env, "swmsgr")
+    sw = Switch(env, "swmsgr")
+    dev = sw.dev
     dev.message("set_region_mappings 0:0 :1 :2 R3,3d")
-    placed(dev, paths, 64, [r % 3 for r in range(64)], range(64), "q")
+    sw.placed([r % 3 for r in range(64)], range(64), "q")
     bad = ["", "set_region_mappings", "set_region_mappings garbage", "set_region_mappings 0:3",
            "set_region_mappings 40:0", "set_region_mappings " + "f" * 300 + ":0",
            "set_region_mappings 0:1 R1,ffffffffff", "set_region_mappings 0:1 R5,1",
@@ -178,4 +173,4 @@ def test_message_repeat_and_refusals(env):
     for m in bad:
         r = dev.message(m, check=False)
         assert r.returncode != 0, m
-    placed(dev, paths, 64, [r % 3 for r in range(64)], range(0, 64, 5), "z")
+    sw.placed([r % 3 for r in range(64)], range(0, 64, 5), "z")

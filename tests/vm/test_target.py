@@ -1,14 +1,12 @@
 """Issue 3: constructor, routing, status. Placement is read back from the paths."""
 import pytest
 
-from conftest import SECTOR, check_placement, ctr_error, linear_paths, marker, read_at, write_at
+from conftest import SECTOR, check_placement, ctr_error, marker, read_at, shared_paths, write_at
 
 
 def layout(env, npaths, region, regions):
-    """Paths with distinct start offsets, big enough for `regions` regions."""
-    starts = [8 * (i % 4) for i in range(npaths)]
-    paths = linear_paths(env, npaths, regions * region + 32)
-    return paths, starts
+    """Paths (slices of one device at distinct offsets) for `regions` regions."""
+    return shared_paths(env, npaths, regions * region)
 
 
 def upstream_table(length, region, paths, starts):
@@ -17,7 +15,7 @@ def upstream_table(length, region, paths, starts):
 
 @pytest.mark.parametrize("npaths,region", [(2, 128), (3, 120), (16, 200), (255, 8)])
 def test_upstream_round_robin_placement(env, npaths, region):
-    regions = 40 if npaths <= 16 else 520
+    regions = 40 if npaths <= 16 else 300
     paths, starts = layout(env, npaths, region, regions)
     length = regions * region - region // 2  # the last region is partial
     dev = env.dm("swrr", upstream_table(length, region, paths, starts))
@@ -62,7 +60,7 @@ def test_rfc_format_without_table_sends_everything_to_path_0_unmapped(env):
 
 def test_status_and_table_lines(env):
     paths, starts = layout(env, 3, 128, 8)
-    rfc = env.dm("swst1", f"0 1024 switch 3 128 " + " ".join(f"{p} {s}" for p, s in zip(paths, starts)))
+    rfc = env.dm("swst1", "0 1024 switch 3 128 " + " ".join(f"{p} {s}" for p, s in zip(paths, starts)))
     up = env.dm("swst2", upstream_table(1024, 128, paths, starts))
     t1, t2 = rfc.table().split(), up.table().split()
     assert t1[:5] == ["0", "1024", "switch", "3", "128"] and len(t1) == 5 + 6
