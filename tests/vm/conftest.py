@@ -95,6 +95,7 @@ class LoopDev:
     """A loop device over a tmpfs file (supports discard and write-zeroes)."""
 
     def __init__(self, size_mb):
+        sh("modprobe loop")
         self.file = f"/tmp/loop-{os.getpid()}-{time.monotonic_ns()}.img"
         sh(f"truncate -s {size_mb}M {self.file}")
         self.path = sh(f"losetup --find --show {self.file}").stdout.strip()
@@ -267,21 +268,34 @@ def switch_table(length, region, paths, starts, fmt="rfc"):
 
 
 class Switch:
-    """A switch device over `npaths` slices of one null_blk."""
+    """A switch device over `npaths` slices of one null_blk.
 
-    def __init__(self, env, name, npaths=3, regions=64, region=64, fmt="rfc"):
+    With `guard` > 0 the switch target sits between two `zero` targets of
+    `guard` sectors, so udev's blkid probes (start and end of the device)
+    never reach it and its counters see only the test's own bios."""
+
+    def __init__(self, env, name, npaths=3, regions=64, region=64, fmt="rfc", guard=0):
         self.paths, self.starts = shared_paths(env, npaths, regions * region)
-        self.region, self.regions, self.fmt = region, regions, fmt
+        self.region, self.regions, self.fmt, self.guard = region, regions, fmt, guard
         self.length = regions * region
-        self.dev = env.dm(name, switch_table(self.length, region, self.paths, self.starts, fmt))
+        self.dev = env.dm(name, self.table())
 
     def table(self, region=None, fmt=None):
-        return switch_table(self.length, region or self.region, self.paths, self.starts, fmt or self.fmt)
+        line = switch_table(self.length, region or self.region, self.paths, self.starts, fmt or self.fmt)
+        if not self.guard:
+            return line
+        g, n = self.guard, self.length
+        return f"0 {g} zero\n{g} {n} {line.split(' ', 2)[2]}\n{g + n} {g} zero"
+
+    def offset(self, sector):
+        """Byte offset in the DM device of target sector `sector`."""
+        return (self.guard + sector) * SECTOR
 
     def placed(self, expect, regions, tag, region=None):
         """Asserts placement of fresh markers in `regions` (see check_placement)."""
         check_placement(self.dev, self.paths, self.starts, region or self.region,
-                        expect if callable(expect) else expect.__getitem__, regions, tag=tag)
+                        expect if callable(expect) else expect.__getitem__, regions,
+                        begin_sector=self.guard, tag=tag)
 
 def ctr_error(table, name="swbad"):
     """Tries to create a switch device from `table`; returns the kernel's

@@ -89,12 +89,13 @@ def test_discard_advertised_only_if_every_path_supports_it(env):
 
 
 def test_counters_count_bios(env):
-    dev = Switch(env, "swcnt", regions=64, region=128, fmt="upstream").dev
+    sw = Switch(env, "swcnt", regions=64, region=128, fmt="upstream", guard=8192)
+    dev = sw.dev
     s0 = dev.status()
     for r in range(10):
-        write_at(dev.path, r * 128 * SECTOR, marker("c", 4096))
+        write_at(dev.path, sw.offset(r * 128), marker("c", 4096))
     # A write across a region boundary is two bios at map().
-    write_at(dev.path, (5 * 128 - 4) * SECTOR, marker("x", 8 * SECTOR))
+    write_at(dev.path, sw.offset(5 * 128 - 4), marker("x", 8 * SECTOR))
     s1 = dev.status()
     assert s1["remapped"] - s0["remapped"] == 12
     assert s1["unmapped"] == s0["unmapped"]
@@ -106,10 +107,12 @@ def test_counters_count_bios(env):
 
 
 def test_counters_exact_with_two_cpus(env):
-    dev = Switch(env, "swcpu", regions=256, region=128, fmt="upstream").dev
+    sw = Switch(env, "swcpu", regions=256, region=128, fmt="upstream", guard=8192)
+    dev = sw.dev
     s0 = dev.status()
     sh(f"fio --name=c --filename={dev.path} --direct=1 --rw=randwrite --bs=4k --ioengine=psync "
-       f"--numjobs=2 --cpus_allowed=0-1 --cpus_allowed_policy=split --number_ios=400 --size=16m "
+       f"--numjobs=2 --cpus_allowed=0-1 --cpus_allowed_policy=split --number_ios=400 "
+       f"--offset={sw.offset(0)} --size={sw.length * SECTOR} "
        f"--randrepeat=0 --group_reporting")
     s1 = dev.status()
     assert s1["remapped"] - s0["remapped"] == 800

@@ -1,7 +1,7 @@
 """Issue 3: constructor, routing, status. Placement is read back from the paths."""
 import pytest
 
-from conftest import SECTOR, check_placement, ctr_error, marker, read_at, shared_paths, write_at
+from conftest import SECTOR, Switch, check_placement, ctr_error, marker, read_at, shared_paths, write_at
 
 
 def layout(env, npaths, region, regions):
@@ -48,11 +48,10 @@ def test_target_not_at_sector_zero(env):
 
 
 def test_rfc_format_without_table_sends_everything_to_path_0_unmapped(env):
-    paths, starts = layout(env, 3, 128, 8)
-    table = f"0 {8 * 128} switch 3 128 " + " ".join(f"{p} {s}" for p, s in zip(paths, starts))
-    dev = env.dm("swrfc", table)
+    sw = Switch(env, "swrfc", regions=8, region=128, guard=8192)
+    dev = sw.dev
     before = dev.status()
-    check_placement(dev, paths, starts, 128, lambda r: 0, range(8))
+    sw.placed(lambda r: 0, range(8), "u")
     after = dev.status()
     assert after["unmapped"] - before["unmapped"] == 8, "one count per bio: 8 writes (the reads went to the paths)"
     assert after["remapped"] == before["remapped"]
