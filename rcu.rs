@@ -85,12 +85,18 @@ impl<T> RcuBox<T> {
         Retired(self.ptr.swap(new, Ordering::AcqRel))
     }
 
-    /// Moves this cell's value into `to` (this cell becomes empty) and returns
-    /// `to`'s previous value. Readers of either cell keep seeing valid memory:
-    /// the moved value is not freed, the replaced one only after a grace period.
-    pub(crate) fn move_to(&self, to: &Self) -> Retired<T> {
-        let p = self.ptr.swap(ptr::null_mut(), Ordering::AcqRel);
-        Retired(to.ptr.swap(p, Ordering::AcqRel))
+    /// Unpublishes the value (the cell becomes empty); it stays readable by
+    /// readers that already loaded it until the returned handle is freed or
+    /// republished with [`RcuBox::publish`].
+    pub(crate) fn take(&self) -> Retired<T> {
+        Retired(self.ptr.swap(ptr::null_mut(), Ordering::AcqRel))
+    }
+
+    /// Publishes a value unpublished from another cell (no copy, no grace
+    /// period needed: it is not freed) and returns the value it replaces.
+    pub(crate) fn publish(&self, value: Retired<T>) -> Retired<T> {
+        let p = core::mem::ManuallyDrop::new(value).0;
+        Retired(self.ptr.swap(p, Ordering::AcqRel))
     }
 
     /// The current value, for the writer side (callers serialize writers, so

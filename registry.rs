@@ -193,14 +193,18 @@ pub(crate) fn activate(devt: u32, instance: &Arc<Instance>) -> Result {
 }
 
 /// Moves `from`'s page table to `to` (a table being resumed in place of
-/// `from`, which is suspended and serves no I/O any more).
+/// `from`, which is suspended and serves no I/O any more). The two writer
+/// locks are taken one after the other, never nested.
 fn inherit(from: &Instance, to: &Instance) {
-    let mut from_live = from.writer.lock();
-    *from_live = false;
-    let to_live = to.writer.lock();
-    let replaced = from.table.move_to(&to.table);
-    drop(to_live);
-    drop(from_live);
+    let table = {
+        let mut from_live = from.writer.lock();
+        *from_live = false;
+        from.table.take()
+    };
+    let replaced = {
+        let _to = to.writer.lock();
+        to.table.publish(table)
+    };
     replaced.free();
 }
 

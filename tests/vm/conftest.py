@@ -133,10 +133,13 @@ class Dm:
         sh(f"dmsetup remove --retry {self.name}", check=False)
 
 
-def parse_status(line):
-    """Parses `START LEN switch N DEV... 5 A... U0 U1 REMAPPED UNMAPPED`."""
+def parse_status(text):
+    """Parses the switch line `START LEN switch N DEV... 5 A... U0 U1 REMAPPED UNMAPPED`
+    of `dmsetup status` (other targets' lines are skipped)."""
+    lines = [ln for ln in text.splitlines() if ln.split()[2:3] == ["switch"]]
+    assert len(lines) == 1, text
+    line = lines[0]
     f = line.split()
-    assert f[2] == "switch", line
     n = int(f[3])
     devs = f[4:4 + n]
     rest = f[4 + n:]

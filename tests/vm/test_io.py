@@ -89,7 +89,7 @@ def test_discard_advertised_only_if_every_path_supports_it(env):
 
 
 def test_counters_count_bios(env):
-    sw = Switch(env, "swcnt", regions=64, region=128, fmt="upstream", guard=8192)
+    sw = Switch(env, "swcnt", regions=64, region=128, fmt="upstream", guard=131072)
     dev = sw.dev
     s0 = dev.status()
     for r in range(10):
@@ -107,7 +107,7 @@ def test_counters_count_bios(env):
 
 
 def test_counters_exact_with_two_cpus(env):
-    sw = Switch(env, "swcpu", regions=256, region=128, fmt="upstream", guard=8192)
+    sw = Switch(env, "swcpu", regions=256, region=128, fmt="upstream", guard=131072)
     dev = sw.dev
     s0 = dev.status()
     sh(f"fio --name=c --filename={dev.path} --direct=1 --rw=randwrite --bs=4k --ioengine=psync "

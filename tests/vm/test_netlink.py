@@ -11,7 +11,7 @@ EINVAL, EPERM, ENODEV = 22, 1, 19
 
 
 def test_single_window_upload_and_status(env, client):
-    sw = Switch(env, "swnl1", guard=8192)
+    sw = Switch(env, "swnl1", guard=131072)
     dev = sw.dev
     rng = random.Random(1)
     mapping = [rng.randrange(3) for _ in range(64)]
@@ -40,7 +40,7 @@ def test_multi_window_upload(env, client, pte_bits):
 
 
 def test_chunk_free_and_table_replacement(env, client):
-    sw = Switch(env, "swnl3", regions=20000, region=8, guard=8192)
+    sw = Switch(env, "swnl3", regions=20000, region=8, guard=131072)
     dev = sw.dev
     mapping = [1 + (r % 2) for r in range(20000)]
     assert all(r.status == 0 for r in nl.upload(client, dev.major, dev.minor, mapping, 3, 2))

@@ -48,7 +48,7 @@ def test_target_not_at_sector_zero(env):
 
 
 def test_rfc_format_without_table_sends_everything_to_path_0_unmapped(env):
-    sw = Switch(env, "swrfc", regions=8, region=128, guard=8192)
+    sw = Switch(env, "swrfc", regions=8, region=128, guard=131072)
     dev = sw.dev
     before = dev.status()
     sw.placed(lambda r: 0, range(8), "u")
