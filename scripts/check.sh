@@ -32,7 +32,7 @@ passed=$((passed + hp)); failed=$((failed + hf))
 
 step "in-VM suites on the debug kernel (one boot, ~2 min of it booting)"
 out=$(mktemp -d /tmp/dm-switch-check.XXXXXX)
-timed scripts/vm.sh --out "$out" -- "$REPO_ROOT/tests/guest/suites.sh" ${SUITES:-}
+timed scripts/vm.sh --out "$out" -- env DM_SWITCH_SOAK="${SOAK:-}" "$REPO_ROOT/tests/guest/suites.sh" ${SUITES:-}
 vm_rc=$?
 read -r vp vf < <(python3 - "$out" <<'PY'
 import glob, sys, xml.etree.ElementTree as ET

@@ -169,7 +169,7 @@ def test_lifecycle_under_io(env, client):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 20
     n = 0
-    while time.time() < deadline:
+    while n < 3 or time.time() < deadline:
         sh(f"dmsetup suspend {dev.name} && dmsetup resume {dev.name}")
         dev.reload(table if n % 2 else sw.table(region=64))
         sh(f"dmsetup resume {dev.name}")
@@ -178,7 +178,6 @@ def test_lifecycle_under_io(env, client):
         n += 1
     out, _ = fio.communicate(timeout=120)
     assert fio.returncode == 0, out
-    assert n >= 2
     dev.remove()
     r = sh(f"dmsetup info {dev.name}", check=False)
     assert r.returncode != 0
