@@ -20,10 +20,17 @@ else
   echo "guest: kmemleak not available (not a debug kernel?)" >&2
 fi
 dmesg > "$out/dmesg.txt"
+start=$(grep -n "dm-switch-tests: start" "$out/dmesg.txt" | tail -1 | cut -d: -f1)
+head -n "${start:-0}" "$out/dmesg.txt" > "$out/dmesg-boot.txt"
+tail -n +"$(( ${start:-0} + 1 ))" "$out/dmesg.txt" > "$out/dmesg-tests.txt"
 pattern='BUG:|WARNING:|KASAN:|UBSAN:|general protection fault|Oops|kernel BUG at|possible recursive locking|possible circular locking|suspicious RCU usage|rcu_.* detected stall|INFO: task .* blocked for more than|unreferenced object|inconsistent lock state|sleeping function called from invalid context|Call Trace:'
-if grep -E "$pattern" "$out/dmesg.txt" > "$out/splats.txt"; then
+if grep -E "$pattern" "$out/dmesg-boot.txt" > "$out/splats-boot.txt"; then
+  echo "guest: warning: the kernel reported problems while booting, before any test ran:" >&2
+  head -5 "$out/splats-boot.txt" >&2
+fi
+if grep -E "$pattern" "$out/dmesg-tests.txt" > "$out/splats.txt"; then
   echo "guest: the kernel log has reports:" >&2
-  grep -E -B2 -A25 "$pattern" "$out/dmesg.txt" | head -80 >&2
+  grep -E -B2 -A25 "$pattern" "$out/dmesg-tests.txt" | head -80 >&2
   bad=1
 fi
 exit $bad
