@@ -12,7 +12,7 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Arguments every kernel make call (config steps included) must get.
 KMAKE_ARGS=(LLVM=-19 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc BINDGEN="$BINDGEN"
             CLIPPY_DRIVER=/usr/bin/clippy-driver)
-export PATH=/usr/bin:$PATH
+export PATH=/usr/bin:$PATH:/usr/local/bin:$HOME/.local/bin:${PYENV_ROOT:-$HOME/.pyenv}/shims
 
 # kernel_build_dir FLAVOUR: the cache directory of the kernel built from
 # kconfig/base.config (+ kconfig/FLAVOUR.config), keyed by version and config hash.

@@ -42,7 +42,8 @@ fi
 # virtme-ng runs the test kernel in QEMU with the host root shared read-only.
 if ! command -v vng >/dev/null 2>&1 || ! vng --version 2>/dev/null | grep -q "$VIRTME_NG_VERSION"; then
   log "pip: installing virtme-ng $VIRTME_NG_VERSION"
-  python3 -m pip install --quiet --disable-pip-version-check "virtme-ng==$VIRTME_NG_VERSION"
+  python3 -m pip install --quiet --disable-pip-version-check "virtme-ng==$VIRTME_NG_VERSION" ||
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "virtme-ng==$VIRTME_NG_VERSION"
 else
   log "virtme-ng present"
 fi
