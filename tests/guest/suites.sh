@@ -1,9 +1,10 @@
 #!/bin/bash
-# Inside the VM: runs every in-VM pytest suite (tests/vm/test_*.py, or those
-# named), each with a JUnit report in $DM_SWITCH_OUT, and prints its duration.
+# Inside the VM: runs the in-VM pytest suites listed in tests/vm/suites.txt
+# (or those named), each with a JUnit report in $DM_SWITCH_OUT, and prints
+# its duration.
 cd "$(dirname "$0")/../vm" || exit 1
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(test_*.py)
+[ ${#suites[@]} -gt 0 ] || mapfile -t suites < <(grep -v '^#' suites.txt | grep .)
 rc=0
 for s in "${suites[@]}"; do
   start=$(date +%s)
