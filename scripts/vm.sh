@@ -47,9 +47,10 @@ fi
 # The guest command: quote each word so it survives vng's shell.
 cmd=$(printf '%q ' "$@")
 set +e
+# Through a pipe: given a regular file as stdout, vng truncates it.
 timeout --foreground "$timeout_s" vng "${args[@]}" \
-  --exec "$REPO_ROOT/tests/guest/run.sh $(printf '%q' "$out") $cmd" < /dev/null
-rc=$?
+  --exec "$REPO_ROOT/tests/guest/run.sh $(printf '%q' "$out") $cmd" < /dev/null | cat
+rc=${PIPESTATUS[0]}
 set -e
 if [ $rc = 124 ]; then
   echo "vm.sh: the VM did not finish within ${timeout_s}s" >&2
