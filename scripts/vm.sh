@@ -47,9 +47,10 @@ fi
 # The guest command: quote each word so it survives vng's shell.
 cmd=$(printf '%q ' "$@")
 set +e
-# Through a pipe: given a regular file as stdout, vng truncates it.
+# Through a pipe: given a regular file as stdout or stderr, QEMU's console
+# reopens it by path and truncates it (earlier output of the caller is lost).
 timeout --foreground "$timeout_s" vng "${args[@]}" \
-  --exec "$REPO_ROOT/tests/guest/run.sh $(printf '%q' "$out") $cmd" < /dev/null | cat
+  --exec "$REPO_ROOT/tests/guest/run.sh $(printf '%q' "$out") $cmd" < /dev/null 2>&1 | cat
 rc=${PIPESTATUS[0]}
 set -e
 if [ $rc = 124 ]; then
