@@ -198,7 +198,7 @@ class Bench:
                 "scenarios": {k: {"paths": v[0], "region_sectors": v[1], "mapping": v[2],
                                   "len_sectors": IO_LEN} for k, v in SCENARIOS.items()},
             },
-            "io": [], "upload": [], "memory": [], "checks": [], "timing": {},
+            "io": [], "upload": [], "memory": [], "checks": [], "timing": {}, "profiles": {},
         }
         self.maps = {}
 
@@ -222,31 +222,40 @@ class Bench:
                 run("cp", os.path.join(self.a.maps, name), dst)
             self.maps[name] = dst
 
-    # ---- fio
-    def fio(self, dev, rw, qd):
+    # ---- fio: one process per round (fio's start-up costs seconds under TCG),
+    # one stonewalled section per configuration, run one after the other.
+    def fio_round(self, configs):
+        """configs: list of (key, device, rw, qd). Returns {key: result}."""
         a = self.a
+        lines = ["[global]", "ioengine=io_uring", "direct=1", "bs=4k", "size=4g", "time_based",
+                 f"runtime={int(a.runtime * 1000)}ms", f"ramp_time={int(a.ramp * 1000)}ms",
+                 "norandommap", "randrepeat=0", f"numjobs={self.ncpu}",
+                 f"cpus_allowed=0-{self.ncpu - 1}", "cpus_allowed_policy=split", ""]
+        for i, (key, dev, rw, qd) in enumerate(configs):
+            lines += [f"[c{i}]", "stonewall", f"filename={dev}", f"rw={rw}", f"iodepth={qd}", ""]
+        with open("/tmp/bench.fio", "w") as f:
+            f.write("\n".join(lines))
         outf = "/tmp/fio.json"
-        cmd = ["fio", "--name=b", f"--filename={dev}", "--ioengine=io_uring", "--direct=1",
-               f"--rw={rw}", "--bs=4k", f"--iodepth={qd}", f"--numjobs={self.ncpu}",
-               f"--cpus_allowed=0-{self.ncpu - 1}", "--cpus_allowed_policy=split",
-               "--size=4g", "--time_based", f"--runtime={int(a.runtime * 1000)}ms",
-               f"--ramp_time={int(a.ramp * 1000)}ms", "--norandommap", "--randrepeat=0",
-               "--output-format=json", f"--output={outf}"]
-        run(*cmd, timeout=600)
+        run("fio", "--output-format=json", f"--output={outf}", "/tmp/bench.fio", timeout=3600)
         j = json.loads(read(outf))
-        key = "read" if rw.endswith("read") else "write"
-        iops = ios = cpu_s = 0.0
-        lat_ns = []
+        acc = {}
         for job in j["jobs"]:
-            st = job[key]
-            iops += st["iops"]
-            ios += st["total_ios"]
-            cpu_s += (job["usr_cpu"] + job["sys_cpu"]) / 100.0 * job["job_runtime"] / 1000.0
-            lat_ns.append(st["clat_ns"]["mean"] if "clat_ns" in st else 0.0)
-        return {"iops": iops, "ios": ios,
-                "cpu_us_per_io": cpu_s * 1e6 / ios if ios else None,
-                "usr_sys_pct": sum(job["usr_cpu"] + job["sys_cpu"] for job in j["jobs"]) / len(j["jobs"]),
-                "clat_mean_ns": statistics.mean(lat_ns)}
+            i = int(job["jobname"][1:])
+            key, dev, rw, qd = configs[i]
+            st = job["read" if rw.endswith("read") else "write"]
+            a_ = acc.setdefault(i, {"iops": 0.0, "ios": 0, "cpu_s": 0.0, "pct": [], "lat": []})
+            a_["iops"] += st["iops"]
+            a_["ios"] += st["total_ios"]
+            a_["cpu_s"] += (job["usr_cpu"] + job["sys_cpu"]) / 100.0 * job["job_runtime"] / 1000.0
+            a_["pct"].append(job["usr_cpu"] + job["sys_cpu"])
+            a_["lat"].append(st.get("clat_ns", {}).get("mean", 0.0))
+        out = {}
+        for i, a_ in acc.items():
+            out[configs[i][0]] = {
+                "iops": a_["iops"], "ios": a_["ios"],
+                "cpu_us_per_io": a_["cpu_s"] * 1e6 / a_["ios"] if a_["ios"] else None,
+                "usr_sys_pct": statistics.mean(a_["pct"]), "clat_mean_ns": statistics.mean(a_["lat"])}
+        return out
 
     # ---- devices of one phase
     def create_io_devices(self, module, paths):
@@ -311,17 +320,47 @@ class Bench:
         targets = [("raw", None, raw), ("linear", None, linear)] + \
                   [(module, sc, devs[sc]) for sc in SCENARIOS]
         for rnd in range(rounds):
-            for rw, qd in WORKLOADS:
-                for tgt, sc, dev in targets:
-                    if tgt == module:
-                        self.mods.assert_loaded(module)
-                    r = self.fio(dev, rw, qd)
-                    r.update({"target": tgt, "scenario": sc, "rw": rw, "qd": qd,
-                              "phase": phase, "round": rnd, "module_loaded": module})
-                    self.res["io"].append(r)
-            log(f"io: phase {phase} ({module}) round {rnd + 1}/{rounds} done; "
-                f"last {tgt} {sc} {rw} qd{qd}: {r['iops']:.0f} IOPS")
+            self.mods.assert_loaded(module)
+            configs = [((tgt, sc, rw, qd), dev, rw, qd)
+                       for rw, qd in WORKLOADS for tgt, sc, dev in targets]
+            t = time.monotonic()
+            res = self.fio_round(configs)
+            self.mods.assert_loaded(module)
+            for (tgt, sc, rw, qd), r in res.items():
+                r.update({"target": tgt, "scenario": sc, "rw": rw, "qd": qd,
+                          "phase": phase, "round": rnd, "module_loaded": module})
+                self.res["io"].append(r)
+            log(f"io: phase {phase} ({module}) round {rnd + 1}/{rounds}: {len(res)} configs "
+                f"in {time.monotonic() - t:.0f} s")
             self.save()
+
+    # ---- profile (perf with the cpu-clock event: under icount, samples ~ instructions)
+    def profile(self, module, devs, linear):
+        if not self.a.profile or not os.path.exists("/usr/bin/perf"):
+            return
+        write("/proc/sys/kernel/kptr_restrict", 0)
+        write("/proc/sys/kernel/perf_event_paranoid", -1)
+        todo = [(module, sc, devs[sc]) for sc in ("S1", "S3")]
+        if module == "upstream":
+            todo.insert(0, ("linear", None, linear))
+        for tgt, sc, dev in todo:
+            key = f"{tgt}{'/' + sc if sc else ''} randread qd1"
+            try:
+                run("perf", "record", "-q", "-a", "-B", "--no-buildid-cache", "-e", "cpu-clock", "-F", "20000",
+                    "-o", "/tmp/perf.data", "--", "fio", "--name=p", f"--filename={dev}",
+                    "--ioengine=io_uring", "--direct=1", "--rw=randread", "--bs=4k", "--iodepth=1",
+                    "--numjobs=1", "--size=4g", "--time_based", "--runtime=1", "--norandommap",
+                    "--randrepeat=0", "--output=/dev/null", timeout=300)
+                lines = []
+                for sort in ("dso", "dso,sym"):
+                    rep = run("perf", "report", "-i", "/tmp/perf.data", "--stdio", "--sort", sort,
+                              "--percent-limit", "0.2", timeout=300)
+                    lines += [f"[{sort}] " + l.strip() for l in rep.splitlines()
+                              if l.strip() and not l.startswith("#")][:60]
+                self.res["profiles"][key] = lines
+            except Exception as e:    # a profile is a hint, never a failure
+                self.res["profiles"][key] = [f"perf failed: {e!r}"[:500]]
+        self.save()
 
     # ---- upload
     def upload_tests(self, module, paths):
@@ -367,46 +406,67 @@ class Bench:
     # ---- memory
     @staticmethod
     def mem_snapshot():
+        # Flush SLUB's per-CPU slabs and drop empty slabs, so that active
+        # object counts are exact and free slab space is not reused unseen.
+        for c in os.listdir("/sys/kernel/slab"):
+            try:
+                write(f"/sys/kernel/slab/{c}/shrink", 1)
+            except OSError:
+                pass
         mi = {}
         for l in read("/proc/meminfo").splitlines():
             k, v = l.split(":", 1)
             mi[k] = int(v.split()[0]) * 1024
-        slabs = {}
-        if os.path.exists("/proc/slabinfo"):
-            for l in read("/proc/slabinfo").splitlines()[2:]:
-                f = l.split()
-                slabs[f[0]] = (int(f[1]), int(f[3]))     # active_objs, objsize
-        # vmalloc areas allocated by the dm_switch module (either one)
-        vm_mod = 0
+        slabs, slab_pages = {}, 0
+        for l in read("/proc/slabinfo").splitlines()[2:]:
+            f = l.split()
+            # name active_objs num_objs objsize objperslab pagesperslab : tunables ... : slabdata active_slabs num_slabs ...
+            slabs[f[0]] = (int(f[1]), int(f[3]))
+            slab_pages += int(f[14]) * int(f[5])
+        # vmalloc areas, without kernel stacks of tasks that come and go
+        vm_all = vm_mod = 0
         for l in read("/proc/vmallocinfo").splitlines():
+            f = l.split()
+            if "vmalloc" not in l or "thread_stack" in l or "dup_task_struct" in l:
+                continue
+            size = int(f[1]) - 4096            # minus the guard page
+            vm_all += size
             if "[dm_switch]" in l:
-                vm_mod += int(l.split()[1])
+                vm_mod += size
         return {"sunreclaim": mi["SUnreclaim"], "vmalloc": mi["VmallocUsed"],
-                "slab": mi["Slab"], "slabs": slabs, "vmalloc_dm_switch": vm_mod}
+                "slab": mi["Slab"], "slabs": slabs, "slab_pages_bytes": slab_pages * 4096,
+                "vmallocinfo": vm_all, "vmalloc_dm_switch": vm_mod}
 
     def mem_settled(self):
+        time.sleep(1.0)                  # RCU-delayed frees of exited helper processes
         prev = self.mem_snapshot()
         for _ in range(20):
             time.sleep(0.5)
             cur = self.mem_snapshot()
-            if abs((cur["sunreclaim"] + cur["vmalloc"]) - (prev["sunreclaim"] + prev["vmalloc"])) <= 16384:
+            if abs((cur["sunreclaim"] + cur["vmalloc"]) - (prev["sunreclaim"] + prev["vmalloc"])) <= 4096:
                 return cur
             prev = cur
         return cur
 
     @staticmethod
     def mem_delta(a, b):
-        d = {"kernel_bytes": (b["sunreclaim"] + b["vmalloc"]) - (a["sunreclaim"] + a["vmalloc"]),
-             "sunreclaim_bytes": b["sunreclaim"] - a["sunreclaim"],
-             "vmalloc_bytes": b["vmalloc"] - a["vmalloc"],
-             "vmallocinfo_dm_switch_bytes": b["vmalloc_dm_switch"] - a["vmalloc_dm_switch"]}
-        caches = {}
+        """kernel_bytes: kmalloc'd objects (their slab object sizes) + large
+        kmallocs (Slab pages not in any cache) + vmalloc areas, allocated between
+        the two snapshots. meminfo_bytes: the page-level Δ(SUnreclaim + VmallocUsed)."""
+        caches, kmalloc = {}, 0
         for k, (n, size) in b["slabs"].items():
             n0 = a["slabs"].get(k, (0, size))[0]
             if n != n0:
                 caches[k] = {"objs": n - n0, "objsize": size, "bytes": (n - n0) * size}
-        d["slab_caches"] = {k: v for k, v in caches.items() if abs(v["bytes"]) >= 4096}
-        return d
+                if k.startswith("kmalloc-") and not k.startswith("kmalloc-rcl"):
+                    kmalloc += (n - n0) * size
+        large = (b["slab"] - b["slab_pages_bytes"]) - (a["slab"] - a["slab_pages_bytes"])
+        vm = b["vmallocinfo"] - a["vmallocinfo"]
+        return {"kernel_bytes": kmalloc + large + vm,
+                "kmalloc_object_bytes": kmalloc, "large_kmalloc_bytes": large, "vmalloc_bytes": vm,
+                "meminfo_bytes": (b["sunreclaim"] + b["vmalloc"]) - (a["sunreclaim"] + a["vmalloc"]),
+                "vmallocinfo_dm_switch_bytes": b["vmalloc_dm_switch"] - a["vmalloc_dm_switch"],
+                "slab_caches": {k: v for k, v in caches.items() if abs(v["bytes"]) >= 2048}}
 
     def memory_tests(self, module, paths):
         a = self.a
@@ -442,8 +502,9 @@ class Bench:
                     s3 = self.mem_settled()
                     dm_remove(name)
                     small, full = self.mem_delta(s0, s1), self.mem_delta(s2, s3)
-                    d = {k: full[k] - small[k] for k in ("kernel_bytes", "sunreclaim_bytes", "vmalloc_bytes",
-                                                          "vmallocinfo_dm_switch_bytes")}
+                    d = {k: full[k] - small[k] for k in ("kernel_bytes", "kmalloc_object_bytes",
+                                                          "large_kmalloc_bytes", "vmalloc_bytes",
+                                                          "meminfo_bytes", "vmallocinfo_dm_switch_bytes")}
                     d["slab_caches"] = full["slab_caches"]
                     d["method"] = "(create full device) - (create one-region device)"
                     d["ctr_s"] = ctr
@@ -475,6 +536,8 @@ class Bench:
                 devs = self.create_io_devices(module, paths)
                 self.save()
                 self.io_rounds(module, phase, devs, raw, linear, a.rounds)
+                if first:
+                    self.profile(module, devs, linear)
             self.mods.unload()
             self.res["timing"][f"phase{phase}_{module}_s"] = time.monotonic() - t_phase
             self.save()
@@ -502,6 +565,7 @@ def main():
                    help="log2 of the region counts the agent uploads (18, 20, 24)")
     p.add_argument("--mem-log2", type=int, default=26)
     p.add_argument("--mem-reps", type=int, default=2)
+    p.add_argument("--profile", action="store_true", help="perf profiles of randread QD1 (first phases)")
     p.add_argument("--skip-io", action="store_true")
     p.add_argument("--skip-upload", action="store_true")
     p.add_argument("--skip-memory", action="store_true")

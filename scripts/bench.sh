@@ -74,8 +74,8 @@ maps=$CACHE_DIR/bench/maps
 # ---- 2. one boot per mode
 mode_args() {
   case "$1" in
-    plain)  echo "${BENCH_PLAIN_ARGS:---runtime 2 --ramp 0.5 --phases 5 --rounds 1 --upload-reps 5 --mem-reps 2}" ;;
-    icount) echo "${BENCH_ICOUNT_ARGS:---runtime 1 --ramp 0.25 --phases 1 --rounds 5 --upload-reps 5 --mem-reps 2}" ;;
+    plain)  echo "${BENCH_PLAIN_ARGS:---runtime 2 --ramp 0.5 --phases 3 --rounds 2 --upload-reps 5 --mem-reps 2 --mem-log2 25}" ;;
+    icount) echo "${BENCH_ICOUNT_ARGS:---runtime 1 --ramp 0.25 --phases 1 --rounds 5 --upload-reps 5 --skip-memory --profile}" ;;
     *) die "unknown mode $1" ;;
   esac
 }
