@@ -21,8 +21,9 @@ for i in 0 1 2; do
 done
 ls -l /dev/demo0 /dev/demo1 /dev/demo2
 
-say "3. A switch device over them: 24 MiB in regions of 1 MiB (2048 sectors), RFC table format"
-run dmsetup create demo --table "0 49152 switch 3 2048 /dev/demo0 0 /dev/demo1 0 /dev/demo2 0"
+say "3. A switch device over them: 16 MiB in regions of 1 MiB (2048 sectors), RFC table format"
+# Each path holds the whole address range; the switch decides which one serves each region.
+run dmsetup create demo --table "0 32768 switch 3 2048 /dev/demo0 0 /dev/demo1 0 /dev/demo2 0"
 run dmsetup table demo
 
 say "4. A mapping file: which path owns each region"
@@ -30,21 +31,21 @@ map=$(mktemp)
 cat > "$map" <<'MAP'
 # region(s)  path
 0-3          2
-4-11         0
-12           1
-13-23        1
+4-9          0
+10           1
+11-15        1
 MAP
 cat "$map"
 run "$agent" upload demo --file "$map" --userland 0x2011,7
 
 say "5. Write a marker into every region through the switch device"
-for r in $(seq 0 23); do
+for r in $(seq 0 15); do
   printf 'region-%02d' "$r" | dd of=/dev/mapper/demo bs=512 seek=$((r * 2048)) conv=sync,notrunc oflag=direct status=none
 done
-echo "wrote 24 markers"
+echo "wrote 16 markers"
 
 say "6. Read the paths directly: each marker is on the path the mapping names"
-for r in $(seq 0 23); do
+for r in $(seq 0 15); do
   line="region $(printf %2d "$r"):"
   for p in 0 1 2; do
     got=$(dd if=/dev/demo$p bs=512 skip=$((r * 2048)) count=1 iflag=direct status=none | tr -d '\0')
