@@ -70,10 +70,9 @@ impl<T> RcuBox<T> {
     #[inline(always)]
     pub(crate) fn read<'a>(&'a self, _guard: &'a ReadGuard) -> Option<&'a T> {
         let p = self.ptr.load(Ordering::Acquire);
-        // SAFETY: a non-null pointer came from `KBox::into_raw` in `replace`;
-        // a replaced value is freed only after a grace period (`Retired`), and
-        // the caller's read-side section, which `_guard` proves, began before
-        // that grace period could end, so the value outlives `'a`.
+        // SAFETY: non-null pointers come from `KBox::into_raw`; a replaced value
+        // is freed only after a grace period (`Retired`), which cannot end while
+        // the read-side section `_guard` proves is open, so it outlives `'a`.
         unsafe { p.as_ref() }
     }
 

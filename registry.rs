@@ -146,10 +146,9 @@ impl Drop for RegistryOwner {
 /// Runs `f` on the locked global registry; `ENODEV` outside the module's life.
 fn with_registry<R>(f: impl FnOnce(&mut Registry) -> Result<R>) -> Result<R> {
     let p = REGISTRY.load(Ordering::Acquire);
-    // SAFETY: set by `RegistryOwner::new` before any target or netlink
-    // callback can run, and cleared by its drop only after the target type
-    // and the family are unregistered (module exit). The pointee is pinned
-    // and lives until then.
+    // SAFETY: set by `RegistryOwner::new` before any callback can run, cleared
+    // by its drop only after the target type and the family are unregistered;
+    // the pointee is pinned and lives until then.
     let reg = unsafe { p.as_ref() }.ok_or(ENODEV)?;
     f(&mut reg.lock())
 }
