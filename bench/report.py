@@ -65,6 +65,20 @@ def io_ratios(raw, summary):
                    "cpu_us_per_io": {k: (wl.get(n) or {}).get("cpu_us_per_io")
                                      for k, n in [("ours", f"ours/{sc}"), ("upstream", f"upstream/{sc}"),
                                                   ("linear", "linear"), ("raw", "raw")]}}
+            # Each module phase also ran dm-linear: dividing by the dm-linear of the
+            # same phase cancels slow drifts of the host (other VMs come and go).
+            norm = {}
+            for mod in ("ours", "upstream"):
+                phases = {r["phase"] for r in raw["io"] if r["target"] == mod and r["scenario"] == sc
+                          and r["rw"] == rw and r["qd"] == qd}
+                sw = [r["iops"] for r in raw["io"] if r["target"] == mod and r["scenario"] == sc
+                      and r["rw"] == rw and r["qd"] == qd]
+                ln = [r["iops"] for r in raw["io"] if r["target"] == "linear" and r["phase"] in phases
+                      and r["rw"] == rw and r["qd"] == qd]
+                norm[mod] = statistics.median(sw) / statistics.median(ln) if sw and ln else None
+            if norm["ours"] and norm["upstream"]:
+                row["ours_vs_upstream_phase_normalised"] = norm["ours"] / norm["upstream"]
+                row["ours_vs_linear_same_phase"] = norm["ours"]
             if raw["mode"] == "icount":
                 # Guest time = instructions (shift=0: 1 ns each), all vCPUs busy:
                 # nanoseconds of guest time per I/O = instructions per I/O.
@@ -136,8 +150,10 @@ def memory_summary(raw):
 def mode_results(raw):
     s = io_summary(raw)
     return {"meta": raw["meta"], "timing": raw.get("timing", {}), "checks": raw.get("checks", []),
+            "profiles": raw.get("profiles", {}),
             "error": raw.get("error"), "io_summary": s, "io_ratios": io_ratios(raw, s),
-            "upload": upload_summary(raw), "memory": memory_summary(raw)}
+            "upload": upload_summary(raw), "memory": memory_summary(raw),
+            "raw": {k: raw.get(k, []) for k in ("io", "upload", "memory")}}
 
 
 def headline(m):
@@ -225,8 +241,8 @@ def md(results, meta):
         L.append(f"## I/O path, {mode} mode ({meta_m['vcpus']} vCPU, fio io_uring direct 4 KiB, "
                  f"{meta_m['vcpus']} job(s), {p['runtime']} s runs after {p['ramp']} s ramp, "
                  f"{p['phases']} phase pair(s) × {p['rounds']} round(s))\n")
-        hdr = "| scenario | workload | ours/upstream | ours/linear | upstream/linear | ours IOPS | upstream IOPS | dm-linear IOPS | raw null_blk IOPS | CPU µs/IO ours / upstream / linear |"
-        sep = "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        hdr = "| scenario | workload | ours/upstream | ours/linear | upstream/linear | ours/upstream, phase-normalised | ours IOPS | upstream IOPS | dm-linear IOPS | raw null_blk IOPS | CPU µs/IO ours / upstream / linear |"
+        sep = "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
         if mode == "icount":
             hdr += " insn/IO over linear: ours / upstream |"
             sep += " --- |"
@@ -236,7 +252,8 @@ def md(results, meta):
             cpu = r["cpu_us_per_io"]
             c = lambda k: f"{cpu[k]['median']:.2f}" if cpu.get(k) else "–"
             line = (f"| {r['scenario']} | {r['rw']} QD{r['qd']} | {r['ours_vs_upstream']:.4f} | "
-                    f"{r['ours_vs_linear']:.4f} | {r['upstream_vs_linear']:.4f} | {fmt_iops(r['iops']['ours'])} | "
+                    f"{r['ours_vs_linear']:.4f} | {r['upstream_vs_linear']:.4f} | "
+                    f"{r.get('ours_vs_upstream_phase_normalised', float('nan')):.4f} | {fmt_iops(r['iops']['ours'])} | "
                     f"{fmt_iops(r['iops']['upstream'])} | {fmt_iops(r['iops']['linear'])} | "
                     f"{fmt_iops(r['iops']['raw'])} | {c('ours')} / {c('upstream')} / {c('linear')} |")
             if mode == "icount":
@@ -301,6 +318,28 @@ def md(results, meta):
             L[-1] += (f"{u['layout']} |" if u else "– |")
     L.append("")
 
+    # profiles
+    for mode in ("icount", "plain"):
+        m = results["modes"].get(mode)
+        if not m or not m.get("profiles"):
+            continue
+        L.append(f"## Profile hints ({mode} mode)\n")
+        L.append("`perf record -a -e cpu-clock` around a 1 s fio randread QD1 run (fio's start-up included); "
+                 "under icount a sample stands for a fixed number of guest instructions. Share of the "
+                 "samples in the target module (`[dm_switch]`, ours or upstream's) and its symbols, and in DM core:\n")
+        L.append("| run | `[dm_switch]` share | target symbols | DM core symbols |")
+        L.append("| --- | --- | --- | --- |")
+        for key, lines in m["profiles"].items():
+            dso = [l.split()[1] for l in lines if l.startswith("[dso]") and "[dm_switch]" in l]
+            syms = [" ".join(l.split()[1:2] + l.split()[4:5]) for l in lines
+                    if l.startswith("[dso,sym]") and "[dm_switch]" in l]
+            core = [" ".join(l.split()[1:2] + l.split()[4:5]) for l in lines
+                    if l.startswith("[dso,sym]") and " dm_" in l and "[dm_switch]" not in l]
+            err = next((l for l in lines if l.startswith("perf failed")), None)
+            L.append(f"| {key} | {dso[0] if dso else ('–' if not err else 'perf failed')} | "
+                     f"{', '.join(syms) or '–'} | {', '.join(core) or '–'} |")
+        L.append("")
+
     # checks
     L.append("## Checks done in the guest\n")
     for mode in ("icount", "plain"):
@@ -327,7 +366,8 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     modes = [m for m in ("icount", "plain") if m in results["modes"]]
-    fig, axes = plt.subplots(len(modes), 1, figsize=(13, 4.2 * len(modes)), squeeze=False)
+    fig, axes = plt.subplots(len(modes), 1, figsize=(13, 4.2 * len(modes)), squeeze=False,
+                             constrained_layout=True)
     colors = {"raw": "#999999", "upstream": "#4c72b0", "ours": "#dd8452"}
     for ax, mode in zip(axes[:, 0], modes):
         rows = results["modes"][mode]["io_ratios"]
@@ -347,7 +387,7 @@ def plot(results, path):
             ax.bar([xi + (i - 1) * w for xi in x], vals, w, yerr=[lo, hi], capsize=2,
                    color=colors[k], label=name)
         ax.axhline(1.0, color="black", lw=0.8)
-        ax.text(-0.5, 1.0, "dm-linear = 1 ", va="center", ha="right", fontsize=8)
+        ax.text(-0.45, 1.0, "dm-linear = 1", va="bottom", ha="left", fontsize=8)
         # Zoom on the switch targets; raw null_blk (much faster) is clipped and labelled.
         allv = []
         for r in rows:
@@ -368,13 +408,12 @@ def plot(results, path):
         ax.set_title(f"{mode} mode ({results['modes'][mode]['meta']['vcpus']} vCPU): "
                      f"worst ours/upstream {h.get('iops_vs_upstream_min', float('nan')):.4f}, "
                      f"worst ours/dm-linear {h.get('iops_vs_linear_min', float('nan')):.4f} "
-                     "(bars: median, whiskers: min–max)", fontsize=10)
+                     "(bars: median, whiskers: min–max)", fontsize=9)
         ax.legend(fontsize=8, loc="lower left", ncol=3)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("dm-switch: 4 KiB random I/O through each target, relative to dm-linear "
                  "(S1: 3 paths/64 KiB regions, S2: 16 paths/120-sector regions, S3: 2^20 random regions)",
                  fontsize=10)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
