@@ -67,6 +67,32 @@ def module_text_range(ko, module="dm_switch"):
     return lo, hi
 
 
+def symbol_range(*names):
+    """[start, end) of the first of `names` found in /proc/kallsyms (end:
+    the next symbol's address)."""
+    syms = []
+    with open("/proc/kallsyms") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3 and parts[1] in "tTwW":
+                syms.append((int(parts[0], 16), parts[2]))
+    syms.sort()
+    for name in names:
+        for i, (addr, sym) in enumerate(syms):
+            if sym == name and addr:
+                nxt = next((a for a, _ in syms[i + 1:] if a > addr), addr + 4096)
+                return addr, nxt
+    raise LookupError(f"none of {names} in /proc/kallsyms")
+
+
+def vmalloc_range():
+    """The vmalloc core: its page-allocation failures print a warning with a
+    stack trace (warn_alloc, no __GFP_NOWARN in kvmalloc's fallback), which
+    the harness's log scan rightly counts as a report. Faults are kept out of
+    it (reject range); kvmalloc's kmalloc attempt can still fail."""
+    return symbol_range("__vmalloc_node_range_noprof", "__vmalloc_node_range")
+
+
 class FaultAttrs:
     """Sets failslab and fail_page_alloc knobs; restore() puts the old values back."""
 
