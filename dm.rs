@@ -8,6 +8,7 @@
 //! know nothing about what the target does.
 
 use crate::bindings as b;
+use crate::{percpu::Slot, rcu::ReadGuard};
 use core::{fmt, marker::PhantomData, ptr::NonNull};
 use kernel::c_str;
 use kernel::ffi::c_char;
@@ -127,7 +128,14 @@ impl TargetCtx<'_> {
             )
         })?;
         let dev = NonNull::new(dev).ok_or(ENODEV)?;
-        Ok(TargetDevice { ti: self.ti, dev })
+        // SAFETY: `dev` is the referenced dm_dev just returned; its bdev is
+        // set by dm_get_device and never changes while it is referenced.
+        let bdev = unsafe { (*dev.as_ptr()).bdev }.cast();
+        Ok(TargetDevice {
+            ti: self.ti,
+            dev,
+            bdev,
+        })
     }
 
     /// Makes DM core split bios so none crosses a multiple of `sectors`.
@@ -153,6 +161,8 @@ impl TargetCtx<'_> {
 pub(crate) struct TargetDevice {
     ti: NonNull<b::dm_target>,
     dev: NonNull<b::dm_dev>,
+    /// `dev->bdev`, kept here to save map() a load.
+    bdev: *mut kb::block_device,
 }
 
 // SAFETY: a dm_dev reference may be used and put from any task; the `ti` it
@@ -165,8 +175,7 @@ impl TargetDevice {
     /// The block device.
     #[inline(always)]
     fn bdev(&self) -> *mut kb::block_device {
-        // SAFETY: `dev` is referenced for as long as `self` lives.
-        unsafe { (*self.dev.as_ptr()).bdev.cast() }
+        self.bdev
     }
 
     /// Size in sectors.
@@ -219,6 +228,16 @@ impl Bio {
         self.raw().bi_iter.bi_size >> 9
     }
 
+    /// A read or write without a preflush: every bio map() routes without
+    /// further checks (the others may be empty flushes or range operations).
+    #[inline(always)]
+    pub(crate) fn is_plain_rw(&self) -> bool {
+        // One test: READ and WRITE are the only ops without a bit above bit 0.
+        const _: () = assert!(kb::req_op_REQ_OP_READ == 0 && kb::req_op_REQ_OP_WRITE == 1);
+        const NOT_PLAIN: u32 = (1 << kb::req_flag_bits___REQ_PREFLUSH) | (REQ_OP_MASK & !1);
+        self.raw().bi_opf & NOT_PLAIN == 0
+    }
+
     /// An empty flush (one of the `num_flush_bios` clones).
     #[inline(always)]
     pub(crate) fn is_empty_flush(&self) -> bool {
@@ -246,6 +265,31 @@ impl Bio {
         // SAFETY: a DM clone inside map(), not a duplicate; the length bound
         // is the caller's (checked) contract.
         unsafe { b::dm_accept_partial_bio(self.0.as_ptr().cast(), sectors) };
+    }
+
+    /// Ends the RCU read-side critical section `guard`, adds one to `counter`
+    /// and sends the bio to `dev` at `sector`: map()'s last call into C.
+    #[inline(always)]
+    pub(crate) fn remap_counted(
+        &mut self,
+        dev: &TargetDevice,
+        sector: u64,
+        counter: Slot<'_>,
+        guard: ReadGuard,
+    ) {
+        // SAFETY: as in `remap`; `counter` points into a live per-CPU
+        // allocation (it borrows it); the C function ends the read-side
+        // critical section `guard` began on this task, so the guard is
+        // forgotten instead of dropped (no second unlock).
+        unsafe {
+            b::dm_switch_unlock_count_remap(
+                self.0.as_ptr().cast(),
+                dev.bdev().cast(),
+                sector,
+                counter.as_percpu_ptr(),
+            )
+        };
+        core::mem::forget(guard);
     }
 
     /// Sends the bio to `dev` at `sector`.
@@ -423,9 +467,8 @@ impl<T: Target> Registration<T> {
     unsafe extern "C" fn map(ti: *mut b::dm_target, bio: *mut kb::bio) -> ffi::c_int {
         // SAFETY: map runs for a live, constructed target; DM core owns `bio`.
         let t = unsafe { Self::target(ti) };
-        let Some(bio) = NonNull::new(bio.cast::<kb::bio>()) else {
-            return b::DM_MAPIO_KILL as ffi::c_int;
-        };
+        // SAFETY: DM core maps a bio it owns: never null.
+        let bio = unsafe { NonNull::new_unchecked(bio.cast::<kb::bio>()) };
         match t.map(&mut Bio(bio)) {
             MapResult::Remapped => b::DM_MAPIO_REMAPPED as ffi::c_int,
         }

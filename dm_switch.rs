@@ -92,12 +92,22 @@ impl RegionSize {
         }
     }
 
-    /// Region index of `offset` and the sectors from `offset` to its region's end.
+    /// Region index of `offset`.
     #[inline(always)]
-    fn locate(&self, offset: u64) -> (u64, u64) {
+    fn index(&self, offset: u64) -> u64 {
         match *self {
-            Self::Shift(s) => (offset >> s, (1u64 << s) - (offset & ((1u64 << s) - 1))),
-            Self::Div(d) => (offset / d, d.get() - offset % d),
+            // s < 64 (trailing zeros of a non-zero u64), so the wrapping shift
+            // is the plain shift, without an overflow-check branch.
+            Self::Shift(s) => offset.wrapping_shr(s),
+            Self::Div(d) => offset / d,
+        }
+    }
+
+    /// Sectors from `offset` to the end of its region (at least 1).
+    fn left(&self, offset: u64) -> u64 {
+        match *self {
+            Self::Shift(s) => (1u64 << s) - (offset & ((1u64 << s) - 1)),
+            Self::Div(d) => d.get() - offset % d,
         }
     }
 }
@@ -175,6 +185,25 @@ impl Switch {
                 })?;
         }
         Ok(paths)
+    }
+
+    /// Offset of `bio` in the target; DM core only maps bios within
+    /// `[begin, begin + len)`.
+    #[inline(always)]
+    fn offset(&self, bio: &Bio) -> u64 {
+        bio.sector().wrapping_sub(self.begin)
+    }
+
+    /// Cuts a discard or write-zeroes bio at the end of its first region (DM
+    /// core splits them only at target boundaries); DM core resubmits the rest.
+    #[cold]
+    #[inline(never)]
+    fn clip_to_region(&self, bio: &mut Bio) {
+        let left = self.region.left(self.offset(bio));
+        if u64::from(bio.sectors()) > left {
+            // left < sectors <= u32::MAX, so it fits.
+            bio.accept_partial(left as u32);
+        }
     }
 
     /// The path at `index` (always valid: tables only hold indices < dev_count).
@@ -288,33 +317,32 @@ impl Target for Switch {
 
     #[inline]
     fn map(&self, bio: &mut Bio) -> MapResult {
-        if bio.is_empty_flush() {
-            let path = self.path(bio.clone_index());
-            bio.remap(&path.dev, path.start);
-            return MapResult::Remapped;
-        }
-        // DM core only hands us bios within [begin, begin + len).
-        let offset = bio.sector().wrapping_sub(self.begin);
-        let (region, left) = self.region.locate(offset);
-        if bio.is_range_op() && u64::from(bio.sectors()) > left {
-            // left < sectors <= u32::MAX, so it fits.
-            bio.accept_partial(left as u32);
+        if !bio.is_plain_rw() {
+            if bio.is_empty_flush() {
+                let path = self.path(bio.clone_index());
+                bio.remap(&path.dev, path.start);
+                return MapResult::Remapped;
+            }
+            // Before the RCU section, so only `self` and `bio` live across calls.
+            if bio.is_range_op() {
+                self.clip_to_region(bio);
+            }
         }
         let guard = rcu::ReadGuard::new();
+        let offset = self.offset(bio);
+        let region = self.region.index(offset);
         let entry = self
             .instance
             .table
             .read(&guard)
             .and_then(|t| t.lookup(region));
-        drop(guard);
         let (index, counter) = match entry {
-            Some(index) => (index, REMAPPED),
-            None => (0, UNMAPPED),
+            Some(index) => (index, self.counters.slot::<REMAPPED>()),
+            None => (0, self.counters.slot::<UNMAPPED>()),
         };
         let path = self.path(index);
         // start + offset < start + len, checked against the path size in ctr.
-        bio.remap(&path.dev, path.start + offset);
-        self.counters.inc(counter);
+        bio.remap_counted(&path.dev, path.start + offset, counter, guard);
         MapResult::Remapped
     }
 

@@ -12,14 +12,14 @@
 #include "include/uapi/dm-switch.h"
 #include "include/dm_switch_glue.h"
 
-void dm_switch_rcu_read_lock(void)
+void dm_switch_rcu_read_lock_sched(void)
 {
-	rcu_read_lock();
+	rcu_read_lock_sched();
 }
 
-void dm_switch_rcu_read_unlock(void)
+void dm_switch_rcu_read_unlock_sched(void)
 {
-	rcu_read_unlock();
+	rcu_read_unlock_sched();
 }
 
 u64 __percpu *dm_switch_counters_alloc(unsigned int n)
@@ -30,11 +30,6 @@ u64 __percpu *dm_switch_counters_alloc(unsigned int n)
 void dm_switch_counters_free(u64 __percpu *counters)
 {
 	free_percpu(counters);
-}
-
-void dm_switch_counter_inc(u64 __percpu *counters, unsigned int idx)
-{
-	this_cpu_inc(counters[idx]);
 }
 
 u64 dm_switch_counter_sum(u64 __percpu *counters, unsigned int idx)
@@ -51,6 +46,15 @@ void dm_switch_bio_remap(struct bio *bio, struct block_device *bdev, sector_t se
 {
 	bio_set_dev(bio, bdev);
 	bio->bi_iter.bi_sector = sector;
+}
+
+void dm_switch_unlock_count_remap(struct bio *bio, struct block_device *bdev,
+				   sector_t sector, u64 __percpu *counter)
+{
+	rcu_read_unlock_sched();
+	this_cpu_inc(*counter);
+	bio->bi_iter.bi_sector = sector;
+	bio_set_dev(bio, bdev);
 }
 
 sector_t dm_switch_bdev_sectors(struct block_device *bdev)

@@ -4,17 +4,32 @@
 //! shared cache line on the I/O path); readers add the copies up.
 
 use crate::bindings;
-use core::ptr::NonNull;
+use core::{marker::PhantomData, ptr::NonNull};
 use kernel::prelude::*;
+
+/// One counter of a [`Counters`], borrowed for as long as the counters live.
+pub(crate) struct Slot<'a> {
+    ptr: *mut u64,
+    _counters: PhantomData<&'a ()>,
+}
+
+impl Slot<'_> {
+    /// The per-CPU address of the counter (for `this_cpu_inc()` in C).
+    #[inline(always)]
+    pub(crate) fn as_percpu_ptr(&self) -> *mut u64 {
+        self.ptr
+    }
+}
 
 /// `N` per-CPU `u64` counters.
 pub(crate) struct Counters<const N: usize> {
     ptr: NonNull<u64>,
 }
 
-// SAFETY: the per-CPU area is owned by this value; `inc` touches only the
-// current CPU's copy (this_cpu_inc is safe against preemption and interrupts)
-// and `sum` only reads, so sharing and sending between CPUs is sound.
+// SAFETY: the per-CPU area is owned by this value; increments through a
+// `Slot` touch only the current CPU's copy (this_cpu_inc is safe against
+// preemption and interrupts) and `sum` only reads, so sharing and sending
+// between CPUs is sound.
 unsafe impl<const N: usize> Sync for Counters<N> {}
 // SAFETY: see above.
 unsafe impl<const N: usize> Send for Counters<N> {}
@@ -30,13 +45,15 @@ impl<const N: usize> Counters<N> {
         })
     }
 
-    /// Adds one to counter `idx` on the current CPU.
+    /// Counter `I`, to be incremented on the I/O path ([`crate::dm::Bio::remap_counted`]).
     #[inline(always)]
-    pub(crate) fn inc(&self, idx: usize) {
-        if idx < N {
-            // SAFETY: `ptr` is a live per-CPU allocation of `N` u64s and
-            // `idx < N` (a compile-time constant at every call site).
-            unsafe { bindings::dm_switch_counter_inc(self.ptr.as_ptr(), idx as u32) };
+    pub(crate) fn slot<const I: usize>(&self) -> Slot<'_> {
+        const { assert!(I < N) };
+        Slot {
+            // A per-CPU address is an offset, not dereferenceable memory:
+            // wrapping arithmetic on it is what the C side does too.
+            ptr: self.ptr.as_ptr().wrapping_add(I),
+            _counters: PhantomData,
         }
     }
 
@@ -45,7 +62,8 @@ impl<const N: usize> Counters<N> {
         if idx >= N {
             return 0;
         }
-        // SAFETY: as in `inc`; summing only reads each CPU's copy.
+        // SAFETY: `ptr` is a live per-CPU allocation of `N` u64s and `idx < N`;
+        // summing only reads each CPU's copy.
         unsafe { bindings::dm_switch_counter_sum(self.ptr.as_ptr(), idx as u32) }
     }
 }

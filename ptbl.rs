@@ -165,7 +165,7 @@ impl PageTable {
             .get((region >> CHUNK_SHIFT) as usize)?
             .as_deref()?;
         let (word, shift) = self.slot(region);
-        Some((*chunk.words.get(word)? >> shift) & self.entry_mask)
+        Some(chunk.words.get(word)?.wrapping_shr(shift) & self.entry_mask)
     }
 
     /// Writes `(region, path)` entries (see [`Editor::set`]).
@@ -205,9 +205,12 @@ impl PageTable {
     #[inline(always)]
     fn slot(&self, region: u32) -> (usize, u32) {
         let local = region & CHUNK_MASK;
+        // Both shifts are below 32 (word_shift <= 5, entry_shift <= 5 and the
+        // shifted slot index times the width stays below 32), so the wrapping
+        // shifts are the plain ones, without overflow-check branches.
         (
-            (local >> self.word_shift) as usize,
-            (local & self.slot_mask) << self.entry_shift,
+            local.wrapping_shr(self.word_shift) as usize,
+            (local & self.slot_mask).wrapping_shl(self.entry_shift),
         )
     }
 

@@ -2,8 +2,11 @@
 
 //! RCU: a read-side guard and a pointer cell published with release semantics.
 //!
-//! 6.12's `kernel` crate has no RCU abstraction; `rcu_read_lock()` and
-//! `rcu_read_unlock()` are static inline, so they go through the C glue.
+//! 6.12's `kernel` crate has no RCU abstraction, so the read side goes through
+//! the C glue. Readers use RCU-sched sections (`rcu_read_lock_sched()`:
+//! preemption disabled), which `synchronize_rcu()` waits for since v5.0: one
+//! per-CPU increment and decrement, where preemptible RCU's
+//! `rcu_read_unlock()` is an out-of-line call. Readers never sleep.
 
 use crate::bindings;
 use core::{
@@ -13,7 +16,8 @@ use core::{
 };
 use kernel::alloc::KBox;
 
-/// An RCU read-side critical section, ended when dropped.
+/// An RCU(-sched) read-side critical section, ended when dropped. Must not
+/// sleep.
 ///
 /// Not `Send`: it must end on the CPU/task that started it.
 pub(crate) struct ReadGuard(PhantomData<*mut ()>);
@@ -22,8 +26,9 @@ impl ReadGuard {
     /// Enters a read-side critical section.
     #[inline(always)]
     pub(crate) fn new() -> Self {
-        // SAFETY: rcu_read_lock() has no preconditions; the guard's Drop pairs it.
-        unsafe { bindings::dm_switch_rcu_read_lock() };
+        // SAFETY: rcu_read_lock_sched() has no preconditions; the guard's Drop
+        // (or the C function that consumes the guard) pairs it.
+        unsafe { bindings::dm_switch_rcu_read_lock_sched() };
         Self(PhantomData)
     }
 }
@@ -31,8 +36,9 @@ impl ReadGuard {
 impl Drop for ReadGuard {
     #[inline(always)]
     fn drop(&mut self) {
-        // SAFETY: paired with the rcu_read_lock() in `new`, on the same task.
-        unsafe { bindings::dm_switch_rcu_read_unlock() };
+        // SAFETY: paired with the rcu_read_lock_sched() in `new`, on the same
+        // task (preemption is disabled in between, so also on the same CPU).
+        unsafe { bindings::dm_switch_rcu_read_unlock_sched() };
     }
 }
 

@@ -17,20 +17,28 @@ struct genl_info;
 struct genl_family;
 struct nla_policy;
 
-/* RCU read-side critical section (rcu_read_lock/unlock are static inline). */
-void dm_switch_rcu_read_lock(void);
-void dm_switch_rcu_read_unlock(void);
+/*
+ * RCU-sched read-side critical section: preemption disabled, which
+ * synchronize_rcu() waits for (v5.0 and later). Cheaper than preemptible
+ * RCU's out-of-line rcu_read_unlock() on the I/O path.
+ */
+void dm_switch_rcu_read_lock_sched(void);
+void dm_switch_rcu_read_unlock_sched(void);
 
 /* Per-CPU array of @n u64 counters, zeroed; NULL on allocation failure. */
 u64 __percpu *dm_switch_counters_alloc(unsigned int n);
 void dm_switch_counters_free(u64 __percpu *counters);
-/* Adds one to counter @idx of this CPU's copy (this_cpu_inc: no atomics). */
-void dm_switch_counter_inc(u64 __percpu *counters, unsigned int idx);
 /* Sum of counter @idx over every possible CPU. */
 u64 dm_switch_counter_sum(u64 __percpu *counters, unsigned int idx);
 
 /* bio_set_dev() plus the new start sector. */
 void dm_switch_bio_remap(struct bio *bio, struct block_device *bdev, sector_t sector);
+/*
+ * map()'s last call: ends the caller's RCU-sched read-side critical section,
+ * this_cpu_inc(*@counter), then dm_switch_bio_remap().
+ */
+void dm_switch_unlock_count_remap(struct bio *bio, struct block_device *bdev,
+				  sector_t sector, u64 __percpu *counter);
 
 /* Size and logical block size of a block device. */
 sector_t dm_switch_bdev_sectors(struct block_device *bdev);

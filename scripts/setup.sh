@@ -11,6 +11,7 @@ APT_PACKAGES=(
   qemu-system-x86 busybox-static udev
   dmsetup fio util-linux e2fsprogs
   python3 python3-pytest jq libcap2-bin
+  python3-matplotlib linux-perf          # make bench: the plot, guest profiles
 )
 BINDGEN_VERSION=0.71.1
 VIRTME_NG_VERSION=1.42

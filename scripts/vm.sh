@@ -33,7 +33,7 @@ kdir=$(kernel_build_dir "$flavour")
 mkdir -p "$out"
 
 args=(--run "$kdir" --cpus "$cpus" --memory 4G --rwdir "$out" --cwd "$REPO_ROOT"
-      --append "panic_on_warn=0 hung_task_timeout_secs=120")
+      --append "panic_on_warn=0 hung_task_timeout_secs=120 no5lvl")
 timeout_s=${VM_TIMEOUT:-3600}
 if [ "$kvm" = 1 ]; then
   timeout_s=${VM_KVM_TIMEOUT:-600}

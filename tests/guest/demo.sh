@@ -45,14 +45,18 @@ done
 echo "wrote 16 markers"
 
 say "6. Read the paths directly: each marker is on the path the mapping names"
+expected=(2 2 2 2 0 0 0 0 0 0 1 1 1 1 1 1)   # the mapping file above
+wrong=0
 for r in $(seq 0 15); do
   line="region $(printf %2d "$r"):"
+  holders=""
   for p in 0 1 2; do
     got=$(dd if=/dev/demo$p bs=512 skip=$((r * 2048)) count=1 iflag=direct status=none | tr -d '\0')
-    [ "$got" = "$(printf 'region-%02d' "$r")" ] && line="$line  path $p has it"
+    [ "$got" = "$(printf 'region-%02d' "$r")" ] && { line="$line  path $p has it"; holders="$holders$p"; }
   done
-  echo "$line"
+  if [ "$holders" = "${expected[$r]}" ]; then echo "$line"; else echo "$line  WRONG: expected path ${expected[$r]} only"; wrong=1; fi
 done
+[ "$wrong" = 0 ] || { echo "demo: data landed on the wrong path" >&2; exit 1; }
 
 say "7. Counters and userland words, from the kernel"
 run "$agent" status demo
