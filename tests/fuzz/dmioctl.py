@@ -10,6 +10,7 @@ import errno
 import fcntl
 import os
 import struct
+import time
 
 DM_IOCTL = 0xFD
 DM_STRUCT_SIZE = 312  # sizeof(struct dm_ioctl)
@@ -73,7 +74,16 @@ class Control:
     def create(self, name):
         self.call(DM_DEV_CREATE_CMD, name)
 
-    def remove(self, name):
+    def remove(self, name, tries=100):
+        """Removes the device, retrying while it is busy (udev probes each
+        new device for a moment), like `dmsetup remove --retry`."""
+        for _ in range(tries - 1):
+            try:
+                return self.call(DM_DEV_REMOVE_CMD, name)
+            except DmError as e:
+                if e.errno != EBUSY:
+                    raise
+            time.sleep(0.1)
         self.call(DM_DEV_REMOVE_CMD, name)
 
     def load(self, name, start, length, target, params):

@@ -40,6 +40,20 @@ class Table:
             return None
         return c[region % CHUNK]
 
+    def set_run(self, first, values, fresh):
+        """Sets entries first, first + 1, ... to `values` (chunk by chunk)."""
+        i, n = 0, len(values)
+        while i < n:
+            region = first + i
+            c, at = divmod(region, CHUNK)
+            take = min(n - i, CHUNK - at)
+            if c not in fresh:
+                old = self.chunks.get(c)
+                self.chunks[c] = list(old) if old is not None else [0] * CHUNK
+                fresh.add(c)
+            self.chunks[c][at:at + take] = values[i:i + take]
+            i += take
+
     def set(self, region, path, fresh):
         """Sets an entry; `fresh` holds chunk indices already copied in this update."""
         i = region // CHUNK
@@ -68,18 +82,32 @@ class Request:
         return (u32(8), u32(12)), u32(16), u32(20)
 
     def values(self):
-        bits = self.pte_bits
-        fields = 32 // bits
-        mask = (1 << bits) - 1
-        out = []
-        packed = self.raw[HEADER_LEN:]
-        for w in range((self.page_count + fields - 1) // fields):
-            (word,) = struct.unpack_from("=I", packed, 4 * w)
-            for f in range(fields):
-                if len(out) == self.page_count:
-                    break
-                out.append((word >> (f * bits)) & mask)
-        return out
+        """The page_count entries of the window (the payload must hold them)."""
+        return decode(self.raw[HEADER_LEN:], self.pte_bits, self.page_count)
+
+
+_DECODED = {}
+
+
+def decode(packed, bits, count):
+    """The first `count` fields of `bits` bits in the packed u32 words, least
+    significant field first. Words are memoised per width (the fuzzer draws
+    most of them from small pools), which keeps the model fast enough under
+    TCG."""
+    fields = 32 // bits
+    mask = (1 << bits) - 1
+    nwords = (count + fields - 1) // fields
+    cache = _DECODED.setdefault(bits, {})
+    out = []
+    for (w,) in struct.iter_unpack("=I", packed[:4 * nwords]):
+        t = cache.get(w)
+        if t is None:
+            t = tuple((w >> (f * bits)) & mask for f in range(fields))
+            if len(cache) < 65536:
+                cache[w] = t
+        out.extend(t)
+    del out[count:]
+    return out
 
 
 class Device:
@@ -140,7 +168,7 @@ class Device:
             return {ENODEV}, q
         if q.dev_count != target:
             return {EINVAL}, q
-        if q.page_count and any(v >= q.dev_count for v in q.values()):
+        if q.page_count and max(q.values()) >= q.dev_count:
             return {EINVAL}, q
         return set(), q
 
@@ -153,9 +181,7 @@ class Device:
         if q.page_count == 0:
             t.chunks.pop(q.page_offset // CHUNK, None)
         else:
-            fresh = set()
-            for i, v in enumerate(q.values()):
-                t.set(q.page_offset + i, v, fresh)
+            t.set_run(q.page_offset, q.values(), set())
         t.userland = q.userland
         self.table = t
 

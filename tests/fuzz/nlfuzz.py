@@ -317,7 +317,7 @@ class Fuzzer:
             elif m < 0.5:
                 b = b[:r.randrange(0, len(b) + 1)]
             elif m < 0.6:
-                b += bytes(r.getrandbits(8) for _ in range(r.choice([1, 3, 4, 8, 64])))
+                b += r.randbytes(r.choice([1, 3, 4, 8, 64]))
             elif m < 0.75 and len(b):
                 i = r.randrange(len(b))
                 b[i] ^= 1 << r.randrange(8)
@@ -350,7 +350,7 @@ class Fuzzer:
     def random_payload(self):
         r = self.rng
         n = r.choice([0, 1, 4, 39, 40, 41, 44, 48, 64, 100, 284, r.randrange(0, 200), r.randrange(0, 4096)])
-        return bytes(r.getrandbits(8) for _ in range(n))
+        return r.randbytes(n)
 
     def regular_case(self):
         r = self.rng

@@ -1,5 +1,4 @@
 """Shared fixtures and helpers for the in-VM suites (run as root in the guest)."""
-import mmap
 import os
 import re
 import subprocess
@@ -10,7 +9,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
 import nl  # noqa: E402
+from placement import marker, read_at, write_at  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "dm_switch.ko"
@@ -149,39 +150,9 @@ def parse_status(text):
 
 
 # ---------------------------------------------------------------- I/O
-
-def _aligned(n):
-    return mmap.mmap(-1, max(n, mmap.PAGESIZE))
-
-
-def write_at(path, offset, data):
-    """O_DIRECT write of `data` (sector multiple) at byte `offset`."""
-    buf = _aligned(len(data))
-    buf[:len(data)] = data
-    fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
-    try:
-        n = os.pwritev(fd, [memoryview(buf)[:len(data)]], offset)
-        assert n == len(data), f"short write {n}"
-    finally:
-        os.close(fd)
-
-
-def read_at(path, offset, length):
-    """O_DIRECT read of `length` bytes at byte `offset`."""
-    buf = _aligned(length)
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-    try:
-        n = os.preadv(fd, [memoryview(buf)[:length]], offset)
-        assert n == length, f"short read {n}"
-    finally:
-        os.close(fd)
-    return bytes(buf[:length])
-
-
-def marker(tag, length=SECTOR):
-    b = f"<{tag}>".encode()
-    return (b * (length // len(b) + 1))[:length]
-
+# O_DIRECT helpers, shared with the fuzzers (tests/fuzz/placement.py, which
+# must not import pytest): write_at(path, offset, data), read_at(path,
+# offset, length), marker(tag, length).
 
 def check_placement(dev, paths, starts, region_sectors, expect, regions, begin_sector=0, tag="m", inner=0):
     """Writes a marker into each region through `dev` and asserts it sits on
