@@ -798,8 +798,15 @@ def test_fault_probabilistic_uploads_messages_and_loads(env, fault_attrs, kernel
     budget = 1_000_000
     results, problems = {}, []
     sample = [0, 1, 2, 17, 31, 40, 62, 63]
-    steps = bounded(24, 300)
-    for phase, rng_lo, rng_hi, prob in (("aimed", lo, hi, 15), ("broad", 0, faults.ULONG_MAX, 3)):
+    # 'broad' faults need a frame of the system call's entry on the stack:
+    # with none (0..ULONG_MAX), a page fault of this thread's own user code
+    # in the make-it-fail window failed its page-cache allocation and the
+    # test process died of SIGBUS (its code is mapped from the 9p root).
+    phases = [("aimed", lo, hi, 15, bounded(24, 300)),
+              ("broad_netlink", *faults.symbol_range("netlink_sendmsg"), 3, bounded(12, 150)),
+              ("broad_dm", *faults.symbol_range("dm_ctl_ioctl"), 3, bounded(12, 150))]
+    for phase, rng_lo, rng_hi, prob, steps in phases:
+        tag = phase.split("_")[-1][0]  # a, n, d: markers unique per phase
         counts = Counter()
         fault_attrs.both(require_start=rng_lo, require_end=rng_hi, task_filter=True, times=budget)
         fault_attrs.both(probability=prob)
@@ -831,12 +838,12 @@ def test_fault_probabilistic_uploads_messages_and_loads(env, fault_attrs, kernel
                     up.close()
                     up = Uploader(timeout=30)
                 counts[f"upload_{outcome}"] += 1
-                if outcome != 0 and placement_ok(sw, upload_states[k], sample, f"{phase[0]}k{i}") \
-                        and not placement_ok(sw, current, sample, f"{phase[0]}c{i}"):
+                if outcome != 0 and placement_ok(sw, upload_states[k], sample, f"{tag}k{i}") \
+                        and not placement_ok(sw, current, sample, f"{tag}c{i}"):
                     # Reported as failed, committed: KNOWN_BUG_REPLY_AFTER_COMMIT.
                     counts["upload_failed_but_committed"] += 1
                     current = upload_states[k]
-                if not placement_ok(sw, current, sample, f"{phase[0]}u{i}"):
+                if not placement_ok(sw, current, sample, f"{tag}u{i}"):
                     problems.append(f"{phase} step {i}: after upload ({outcome}) the mapping is not the last "
                                     f"successful one")
                     sh(f"dmsetup message {dev.name} 0 set_region_mappings 0:0 R1,3f")
@@ -851,11 +858,11 @@ def test_fault_probabilistic_uploads_messages_and_loads(env, fault_attrs, kernel
                 except OSError as e:
                     code = e.errno
                 counts[f"message_errno{code}"] += 1
-                if not placement_ok(sw, current, sample, f"{phase[0]}m{i}"):
+                if not placement_ok(sw, current, sample, f"{tag}m{i}"):
                     problems.append(f"{phase} step {i}: after a message (errno {code}) the mapping is not the "
                                     "last successful one")
             else:
-                name = f"relfc{phase[0]}{i}"
+                name = f"relfc{tag}{i}"
                 params = f"3 64 0 {nb.path} 0 {nb.path} 4096 {nb.path} 8192"
                 step = "create"
                 try:
@@ -898,7 +905,7 @@ def test_fault_probabilistic_uploads_messages_and_loads(env, fault_attrs, kernel
         # Still fine without faults.
         assert up.send(msgs[1]).status == 0
         current = upload_states[1]
-        assert placement_ok(sw, current, sample, f"{phase[0]}z")
+        assert placement_ok(sw, current, sample, f"{tag}z")
     mif.close()
     ctl.close()
     up.close()
@@ -908,7 +915,7 @@ def test_fault_probabilistic_uploads_messages_and_loads(env, fault_attrs, kernel
     record("fault_probabilistic", results)
     assert results["aimed"]["faults_failslab"] + results["aimed"]["faults_fail_page_alloc"] > 0
     assert not problems, "\n".join(problems[:20])
-    committed = sum(results[p].get("upload_failed_but_committed", 0) for p in ("aimed", "broad"))
+    committed = sum(results[p[0]].get("upload_failed_but_committed", 0) for p in phases)
     if committed:
         pytest.xfail(f"{KNOWN_BUG_REPLY_AFTER_COMMIT} ({committed} uploads)")
 
@@ -922,7 +929,7 @@ def test_netlink_fuzz_against_model_under_io(env):
     allows; the model of each table changes only with replies of status 0,
     and data placement is compared with it during and after the run."""
     nworkers = 2
-    seconds = bounded(120, 3600)
+    seconds = bounded(90, 3600)
     target = bounded(100_000, 100_000)
     regions, region = 20000, 8
     u = Uploader()
