@@ -929,7 +929,7 @@ def test_netlink_fuzz_against_model_under_io(env):
     allows; the model of each table changes only with replies of status 0,
     and data placement is compared with it during and after the run."""
     nworkers = 2
-    seconds = bounded(90, 3600)
+    seconds = bounded(90, 7200)
     target = bounded(100_000, 100_000)
     regions, region = 20000, 8
     u = Uploader()
