@@ -72,22 +72,35 @@ dev_t dm_switch_bdev_devt(struct block_device *bdev)
 	return bdev->bd_dev;
 }
 
-int dm_switch_genl_reply(struct genl_info *info, const struct genl_family *family,
-			 u8 cmd, int attrtype, const void *data, int len)
+struct sk_buff *dm_switch_genl_reply_new(struct genl_info *info, const struct genl_family *family,
+					 u8 cmd, int len)
 {
 	struct sk_buff *skb;
-	void *hdr;
 
 	skb = genlmsg_new(nla_total_size(len), GFP_KERNEL);
 	if (!skb)
-		return -ENOMEM;
-	hdr = genlmsg_put_reply(skb, info, family, 0, cmd);
-	if (!hdr || nla_put(skb, attrtype, len, data)) {
+		return NULL;
+	if (!genlmsg_put_reply(skb, info, family, 0, cmd)) {
+		nlmsg_free(skb);
+		return NULL;
+	}
+	return skb;
+}
+
+int dm_switch_genl_reply_send(struct sk_buff *skb, struct genl_info *info, int attrtype,
+			      const void *data, int len)
+{
+	if (nla_put(skb, attrtype, len, data)) {
 		nlmsg_free(skb);
 		return -EMSGSIZE;
 	}
-	genlmsg_end(skb, hdr);
+	nlmsg_end(skb, nlmsg_hdr(skb));	/* the one message the skb holds */
 	return genlmsg_reply(skb, info);
+}
+
+void dm_switch_genl_reply_free(struct sk_buff *skb)
+{
+	nlmsg_free(skb);
 }
 
 const void *dm_switch_genl_msg(struct genl_info *info, int attrtype, u32 *len)

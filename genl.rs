@@ -10,6 +10,7 @@
 use crate::bindings as b;
 use core::{
     marker::PhantomData,
+    ptr::NonNull,
     sync::atomic::{AtomicI32, Ordering},
 };
 use kernel::{error::to_result, ffi, prelude::*, str::CStr, ThisModule};
@@ -25,34 +26,53 @@ pub(crate) trait Handler {
     /// Attribute holding the request; also the family's `maxattr`.
     const REQUEST_ATTR: u32;
 
-    /// Handles a request (`None` if the attribute is missing).
+    /// Bytes of the reply's one attribute.
+    const REPLY_LEN: usize;
+
+    /// Handles a request (`None` if the attribute is missing). `reply` is
+    /// allocated before the call: a handler that acts on the request can
+    /// always report that it did.
     fn handle(request: Option<&[u8]>, reply: Reply<'_>) -> Result;
 }
 
-/// The way back to the sender of the request being handled.
+/// A reply to the request being handled, allocated with room for one
+/// attribute of [`Handler::REPLY_LEN`] bytes; freed if dropped unsent.
 pub(crate) struct Reply<'a> {
     info: *mut b::genl_info,
-    family: *const b::genl_family,
-    cmd: u8,
+    skb: NonNull<kernel::bindings::sk_buff>,
+    room: usize,
     _p: PhantomData<&'a b::genl_info>,
 }
 
 impl Reply<'_> {
-    /// Sends one message with the command and one attribute `attr` holding `data`.
+    /// Sends the reply with one attribute `attr` holding `data` (at most the
+    /// `REPLY_LEN` bytes it was allocated for).
     pub(crate) fn send(self, attr: i32, data: &[u8]) -> Result {
-        let len = i32::try_from(data.len()).map_err(|_| EINVAL)?;
-        // SAFETY: `info` and `family` are the live request and family of the
-        // doit call this reply was made for; `data` is valid for `len` bytes.
+        if data.len() > self.room {
+            return Err(EINVAL);
+        }
+        // At most `room`, which fits in i32 (checked where the reply is made).
+        let len = data.len() as i32;
+        let this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: `skb` is the unsent reply made for the live request `info`
+        // with room for `room >= len` bytes; `data` is valid for `len` bytes;
+        // the call consumes the skb, so it is not freed again (ManuallyDrop).
         to_result(unsafe {
-            b::dm_switch_genl_reply(
-                self.info,
-                self.family,
-                self.cmd,
+            b::dm_switch_genl_reply_send(
+                this.skb.as_ptr().cast(),
+                this.info,
                 attr,
                 data.as_ptr().cast(),
                 len,
             )
         })
+    }
+}
+
+impl Drop for Reply<'_> {
+    fn drop(&mut self) {
+        // SAFETY: an unsent reply owns its skb.
+        unsafe { b::dm_switch_genl_reply_free(self.skb.as_ptr().cast()) };
     }
 }
 
@@ -143,10 +163,18 @@ impl<H: Handler> Family<H> {
         };
         // SAFETY: `info` is live; its family is ours, registered.
         let family = unsafe { (*info).family };
+        const { assert!(H::REPLY_LEN <= i32::MAX as usize) };
+        let room = H::REPLY_LEN as i32;
+        // SAFETY: `info` and `family` are the live request and our family.
+        let skb = unsafe { b::dm_switch_genl_reply_new(info, family, H::CMD, room) };
+        // No reply, no action: the sender gets ENOMEM and nothing changed.
+        let Some(skb) = NonNull::new(skb.cast::<kernel::bindings::sk_buff>()) else {
+            return ENOMEM.to_errno();
+        };
         let reply = Reply {
             info,
-            family,
-            cmd: H::CMD,
+            skb,
+            room: H::REPLY_LEN,
             _p: PhantomData,
         };
         match H::handle(request, reply) {

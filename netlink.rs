@@ -13,7 +13,7 @@ use crate::{
     genl::{self, Reply},
     ptbl::{PageTable, UpdateError},
     registry::{self, UpdateFail},
-    wire::{Echo, Request, Response, WireError},
+    wire::{Echo, Request, Response, WireError, RESPONSE_LEN},
 };
 use core::fmt;
 use kernel::c_str;
@@ -83,6 +83,7 @@ impl genl::Handler for PageTableUpload {
     const VERSION: u32 = 1;
     const CMD: u8 = CMD_GET_PAGE_TBL;
     const REQUEST_ATTR: u32 = ATTR_MSG;
+    const REPLY_LEN: usize = RESPONSE_LEN;
 
     fn handle(request: Option<&[u8]>, reply: Reply<'_>) -> Result {
         let msg = request.unwrap_or(&[]);

@@ -155,11 +155,19 @@ fn with_registry<R>(f: impl FnOnce(&mut Registry) -> Result<R>) -> Result<R> {
 
 /// Records that DM table `table` holds a switch target; `false` if it
 /// already holds one (the netlink ABI addresses a device, not a target).
+///
+/// Also reserves the device slot [`activate`] may need when the table is
+/// resumed, so that resuming (which cannot fail) never allocates: there are
+/// never more devices than claimed tables, and `devices` has room for one
+/// per claimed table.
 pub(crate) fn claim_table(table: usize) -> Result<bool> {
     with_registry(|reg| {
         if reg.tables.contains(&Some(table)) {
             return Ok(false);
         }
+        let claimed = reg.tables.iter().flatten().count() + 1;
+        let more = claimed.saturating_sub(reg.devices.len());
+        reg.devices.reserve(more, GFP_KERNEL)?;
         insert(&mut reg.tables, table)?;
         Ok(true)
     })
@@ -178,6 +186,7 @@ pub(crate) fn activate(devt: u32, instance: &Arc<Instance>) -> Result {
                     entry.instance = instance.clone();
                 }
             }
+            // Never allocates: `claim_table` reserved the slot.
             None => insert(
                 &mut reg.devices,
                 Entry {

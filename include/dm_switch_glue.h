@@ -15,6 +15,7 @@ struct bio;
 struct block_device;
 struct genl_info;
 struct genl_family;
+struct sk_buff;
 struct nla_policy;
 
 /*
@@ -47,11 +48,21 @@ unsigned int dm_switch_bdev_logical_block_size(struct block_device *bdev);
 dev_t dm_switch_bdev_devt(struct block_device *bdev);
 
 /*
- * Replies to the request in @info with a message of @family, command @cmd,
- * holding one attribute of type @attrtype with @len bytes of @data.
+ * A reply to the request in @info: a message of @family, command @cmd, with
+ * room for one attribute of @len bytes; NULL if it cannot be allocated.
+ * Allocated before the request is acted on, so that acting on it never
+ * depends on an allocation that could still fail afterwards.
  */
-int dm_switch_genl_reply(struct genl_info *info, const struct genl_family *family,
-			 u8 cmd, int attrtype, const void *data, int len);
+struct sk_buff *dm_switch_genl_reply_new(struct genl_info *info, const struct genl_family *family,
+					 u8 cmd, int len);
+/*
+ * Adds the attribute @attrtype with @len bytes of @data (at most the @len
+ * the reply was made for) and sends the reply; consumes @skb.
+ */
+int dm_switch_genl_reply_send(struct sk_buff *skb, struct genl_info *info, int attrtype,
+			      const void *data, int len);
+/* Frees a reply that was not sent. */
+void dm_switch_genl_reply_free(struct sk_buff *skb);
 /* The NETLINK_ATTR_MSG payload of @info, or NULL; its length in *@len. */
 const void *dm_switch_genl_msg(struct genl_info *info, int attrtype, u32 *len);
 
