@@ -510,11 +510,10 @@ UPLOAD_SHAPES = {
 }
 
 
-# Known kernel bug found by the test below (reported, not fixed here): the
-# netlink handler commits the new table, then allocates the reply
-# (dm_switch_genl_reply: genlmsg_new); if that allocation fails the sender
-# gets NLMSG_ERROR ENOMEM although the upload took effect. Every other
-# outcome is still checked; the test xfails only on this one.
+# The bug the test below found (fixed in db434d7: the reply is allocated
+# before the upload is acted on): the handler committed the new table, then
+# allocated the reply, and if that failed the sender got NLMSG_ERROR ENOMEM
+# although the upload had taken effect.
 KNOWN_BUG_REPLY_AFTER_COMMIT = ("BUG reply-after-commit: an upload whose reply skb cannot be allocated "
                                 "is reported as failed (NLMSG_ERROR ENOMEM) but was committed")
 
@@ -589,8 +588,7 @@ def test_fault_every_allocation_in_upload(env, fault_attrs):
                                 "problems": len(problems), "reported_failed_but_committed": len(committed)})
     assert all(points.values()), f"no allocation under dm_switch found for some shapes: {points}"
     assert not problems, "\n".join(problems[:20])
-    if committed:
-        pytest.xfail(f"{KNOWN_BUG_REPLY_AFTER_COMMIT} ({len(committed)} cases, e.g. {committed[0]})")
+    assert not committed, f"{KNOWN_BUG_REPLY_AFTER_COMMIT} ({len(committed)} cases, e.g. {committed[0]})"
 
 
 def test_fault_every_allocation_in_message_and_table_load(env, fault_attrs):
@@ -683,14 +681,14 @@ def test_fault_every_allocation_in_message_and_table_load(env, fault_attrs):
     assert not problems, "\n".join(problems[:20])
 
 
-KNOWN_BUG_SILENT_RESUME = (
-    "BUG silent-resume: the target's resume hook (dm_switch.rs resume -> registry::activate) cannot fail; "
-    "when growing the registry fails (ENOMEM in registry::insert) it only logs 'cannot register for netlink "
-    "uploads' and the device goes live unreachable by netlink (every upload gets ENODEV); the slot should "
-    "be reserved in preresume, which can fail")
+# The bug the test below found (fixed in db434d7: the device slot is reserved
+# when the table is loaded): resume cannot fail, and when growing the registry
+# failed there, the device went live unreachable by netlink (every upload
+# ENODEV) with only a log line. Now resume allocates nothing under dm_switch.
+KNOWN_BUG_SILENT_RESUME = ("BUG silent-resume: a resumed device is unreachable by netlink after an "
+                           "allocation failure in resume")
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUG_SILENT_RESUME)
 def test_fault_in_resume_is_not_silent(env, fault_attrs):
     """Resume registers the device for netlink uploads, which may allocate
     (the registry grows). If that allocation fails, the failure must not be
@@ -734,7 +732,7 @@ def test_fault_in_resume_is_not_silent(env, fault_attrs):
                 sh(f"dmsetup remove --retry {name}", check=False)
         ctl.close()
     record("fault_nth_resume", {"devices": len(names), "faults_injected": injected_any, "silent": len(problems)})
-    assert not problems, "\n".join(problems)
+    assert not problems, KNOWN_BUG_SILENT_RESUME + ":\n" + "\n".join(problems)
 
 
 class MakeItFail:
@@ -916,8 +914,7 @@ def test_fault_probabilistic_uploads_messages_and_loads(env, fault_attrs, kernel
     assert results["aimed"]["faults_failslab"] + results["aimed"]["faults_fail_page_alloc"] > 0
     assert not problems, "\n".join(problems[:20])
     committed = sum(results[p[0]].get("upload_failed_but_committed", 0) for p in phases)
-    if committed:
-        pytest.xfail(f"{KNOWN_BUG_REPLY_AFTER_COMMIT} ({committed} uploads)")
+    assert not committed, f"{KNOWN_BUG_REPLY_AFTER_COMMIT} ({committed} uploads)"
 
 
 # ================================================================ 3. fuzzing
