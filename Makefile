@@ -50,4 +50,4 @@ bench:
 	scripts/bench.sh
 
 soak:
-	SOAK=1 scripts/check.sh
+	SOAK=1 VM_TIMEOUT=$${VM_TIMEOUT:-14400} scripts/check.sh

@@ -32,6 +32,10 @@ passed=$((passed + hp)); failed=$((failed + hf))
 
 step "in-VM suites on the debug kernel (one boot, ~2 min of it booting)"
 out=$(mktemp -d /tmp/dm-switch-check.XXXXXX)
+# All suites share one boot: allow it most of CI's 90 minutes (about 35 are
+# needed on an idle machine; several times that while other VMs run). A soak
+# run needs longer (make soak sets VM_TIMEOUT=14400).
+export VM_TIMEOUT=${VM_TIMEOUT:-4800}
 timed scripts/vm.sh --out "$out" -- env DM_SWITCH_SOAK="${SOAK:-}" "$REPO_ROOT/tests/guest/suites.sh" ${SUITES:-}
 vm_rc=$?
 read -r vp vf < <(python3 - "$out" <<'PY'
