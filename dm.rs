@@ -277,10 +277,9 @@ impl Bio {
         counter: Slot<'_>,
         guard: ReadGuard,
     ) {
-        // SAFETY: as in `remap`; `counter` points into a live per-CPU
-        // allocation (it borrows it); the C function ends the read-side
-        // critical section `guard` began on this task, so the guard is
-        // forgotten instead of dropped (no second unlock).
+        // SAFETY: DM core owns the bio in map(); `dev`'s bdev lives as long as
+        // the target; `counter` borrows live per-CPU memory; `guard` proves the
+        // RCU-sched section the call ends.
         unsafe {
             b::dm_switch_unlock_count_remap(
                 self.0.as_ptr().cast(),
@@ -289,6 +288,7 @@ impl Bio {
                 counter.as_percpu_ptr(),
             )
         };
+        // Ended by the C function: dropping the guard would unlock twice.
         core::mem::forget(guard);
     }
 

@@ -44,8 +44,8 @@ u64 dm_switch_counter_sum(u64 __percpu *counters, unsigned int idx)
 
 void dm_switch_bio_remap(struct bio *bio, struct block_device *bdev, sector_t sector)
 {
-	bio_set_dev(bio, bdev);
 	bio->bi_iter.bi_sector = sector;
+	bio_set_dev(bio, bdev);	/* last: ends in a tail call */
 }
 
 void dm_switch_unlock_count_remap(struct bio *bio, struct block_device *bdev,
@@ -53,8 +53,7 @@ void dm_switch_unlock_count_remap(struct bio *bio, struct block_device *bdev,
 {
 	rcu_read_unlock_sched();
 	this_cpu_inc(*counter);
-	bio->bi_iter.bi_sector = sector;
-	bio_set_dev(bio, bdev);
+	dm_switch_bio_remap(bio, bdev, sector);
 }
 
 sector_t dm_switch_bdev_sectors(struct block_device *bdev)

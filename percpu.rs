@@ -26,10 +26,9 @@ pub(crate) struct Counters<const N: usize> {
     ptr: NonNull<u64>,
 }
 
-// SAFETY: the per-CPU area is owned by this value; increments through a
-// `Slot` touch only the current CPU's copy (this_cpu_inc is safe against
-// preemption and interrupts) and `sum` only reads, so sharing and sending
-// between CPUs is sound.
+// SAFETY: the per-CPU area is owned by this value; a `Slot` increment touches
+// only this CPU's copy (this_cpu_inc: preemption- and irq-safe) and `sum` only
+// reads, so sharing and sending between CPUs is sound.
 unsafe impl<const N: usize> Sync for Counters<N> {}
 // SAFETY: see above.
 unsafe impl<const N: usize> Send for Counters<N> {}
