@@ -46,8 +46,6 @@ pub(crate) trait Target: Sized + Send + Sync {
     fn devices(&self) -> impl Iterator<Item = (&TargetDevice, u64)>;
     /// Device that ioctls go to, and whether it covers the target exactly.
     fn ioctl_device(&self, ti: TargetInfo) -> (&TargetDevice, bool);
-    /// The target is being destroyed (before `self` is dropped).
-    fn destroy(&self, ti: TargetInfo);
 }
 
 /// A constructor failure: the errno and the static text for `ti->error`.
@@ -453,12 +451,9 @@ impl<T: Target> Registration<T> {
     /// Only DM core calls this, with the arguments its `target_type` callback
     /// contract guarantees (a live target; for all but `ctr`, one `ctr` built).
     unsafe extern "C" fn dtr(ti: *mut b::dm_target) {
-        // SAFETY: dtr is the last callback for a target whose ctr succeeded.
-        let info = unsafe { TargetInfo::of(ti) };
-        // SAFETY: as above; `private` is the box leaked by ctr.
-        let t = unsafe { KBox::from_raw((*ti).private.cast::<T>()) };
-        t.destroy(info);
-        drop(t);
+        // SAFETY: dtr is the last callback for a target whose ctr succeeded;
+        // `private` is the box leaked by ctr.
+        drop(unsafe { KBox::from_raw((*ti).private.cast::<T>()) });
     }
 
     /// # Safety

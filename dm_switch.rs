@@ -133,6 +133,8 @@ struct Switch {
     format: Format,
     instance: Arc<Instance>,
     counters: percpu::Counters<2>,
+    /// Released when the target is dropped.
+    _claim: registry::TableClaim,
 }
 
 /// Parses a decimal `u64` (digits only).
@@ -288,9 +290,9 @@ impl Target for Switch {
             .map_err(nomem(c_str!("Cannot allocate switch context")))?;
         let counters =
             percpu::Counters::new().map_err(nomem(c_str!("Cannot allocate counters")))?;
-        match registry::claim_table(info.table) {
-            Ok(true) => {}
-            Ok(false) => {
+        let claim = match registry::claim_table(info.table) {
+            Ok(Some(claim)) => claim,
+            Ok(None) => {
                 return Err(CtrError::inval(c_str!(
                     "Only one switch target per device is supported"
                 )))
@@ -301,7 +303,7 @@ impl Target for Switch {
                     msg: c_str!("Cannot register switch target"),
                 })
             }
-        }
+        };
         // An empty flush goes to every path; discards and write-zeroes arrive
         // once and are split at region boundaries in map().
         ti.set_bio_counts(dev_count, 1, 1);
@@ -312,6 +314,7 @@ impl Target for Switch {
             format,
             instance,
             counters,
+            _claim: claim,
         })
     }
 
@@ -424,9 +427,13 @@ impl Target for Switch {
             ti.len.checked_add(path.start) == Some(path.dev.sectors()),
         )
     }
+}
 
-    fn destroy(&self, ti: TargetInfo) {
-        registry::remove(&self.instance, ti.table);
+impl Drop for Switch {
+    /// The target is being destroyed (or its constructor failed late): it is
+    /// no device's live target any more.
+    fn drop(&mut self) {
+        registry::remove(&self.instance);
     }
 }
 

@@ -153,23 +153,44 @@ fn with_registry<R>(f: impl FnOnce(&mut Registry) -> Result<R>) -> Result<R> {
     f(&mut reg.lock())
 }
 
-/// Records that DM table `table` holds a switch target; `false` if it
-/// already holds one (the netlink ABI addresses a device, not a target).
+/// A DM table's claim to hold the switch target of its device; dropping it
+/// (with the target, or when the constructor fails after claiming) releases
+/// the claim, so a later table at the same address is not refused.
+pub(crate) struct TableClaim {
+    table: usize,
+}
+
+impl Drop for TableClaim {
+    fn drop(&mut self) {
+        // Only fails outside the module's lifetime, when there is nothing to release.
+        let _ = with_registry(|reg| {
+            for slot in reg.tables.iter_mut() {
+                if *slot == Some(self.table) {
+                    *slot = None;
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Claims DM table `table` for a switch target; `None` if it already holds
+/// one (the netlink ABI addresses a device, not a target).
 ///
 /// Also reserves the device slot [`activate`] may need when the table is
 /// resumed, so that resuming (which cannot fail) never allocates: there are
 /// never more devices than claimed tables, and `devices` has room for one
 /// per claimed table.
-pub(crate) fn claim_table(table: usize) -> Result<bool> {
+pub(crate) fn claim_table(table: usize) -> Result<Option<TableClaim>> {
     with_registry(|reg| {
         if reg.tables.contains(&Some(table)) {
-            return Ok(false);
+            return Ok(None);
         }
         let claimed = reg.tables.iter().flatten().count() + 1;
         let more = claimed.saturating_sub(reg.devices.len());
         reg.devices.reserve(more, GFP_KERNEL)?;
         insert(&mut reg.tables, table)?;
-        Ok(true)
+        Ok(Some(TableClaim { table }))
     })
 }
 
@@ -221,8 +242,8 @@ pub(crate) fn deactivate(instance: &Instance) {
     *instance.writer.lock() = false;
 }
 
-/// Forgets `instance` and DM table `table` (the target is being destroyed).
-pub(crate) fn remove(instance: &Arc<Instance>, table: usize) {
+/// Forgets `instance` (its target is being destroyed).
+pub(crate) fn remove(instance: &Arc<Instance>) {
     // Only fails outside the module's lifetime, when there is nothing to forget.
     let _ = with_registry(|reg| {
         for slot in reg.devices.iter_mut() {
@@ -230,11 +251,6 @@ pub(crate) fn remove(instance: &Arc<Instance>, table: usize) {
                 .as_ref()
                 .is_some_and(|e| Arc::ptr_eq(&e.instance, instance))
             {
-                *slot = None;
-            }
-        }
-        for slot in reg.tables.iter_mut() {
-            if *slot == Some(table) {
                 *slot = None;
             }
         }
