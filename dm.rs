@@ -430,7 +430,7 @@ impl<T: Target> Registration<T> {
         match result.and_then(|t| {
             KBox::new(t, GFP_KERNEL).map_err(|_| CtrError {
                 err: ENOMEM,
-                msg: c_str!("Cannot allocate switch context"),
+                msg: c_str!("Cannot allocate target context"),
             })
         }) {
             Ok(t) => {

@@ -113,7 +113,7 @@ static REGISTRY: AtomicPtr<Mutex<Registry>> = AtomicPtr::new(core::ptr::null_mut
 /// Owner of the global registry: created at module init, before the target
 /// and the netlink family are registered; dropped after they are gone.
 pub(crate) struct RegistryOwner {
-    _registry: Pin<KBox<Mutex<Registry>>>,
+    registry: Pin<KBox<Mutex<Registry>>>,
 }
 
 impl RegistryOwner {
@@ -133,13 +133,19 @@ impl RegistryOwner {
             (&*reg as *const Mutex<Registry>).cast_mut(),
             Ordering::Release,
         );
-        Ok(Self { _registry: reg })
+        Ok(Self { registry: reg })
     }
 }
 
 impl Drop for RegistryOwner {
     fn drop(&mut self) {
         REGISTRY.store(core::ptr::null_mut(), Ordering::Release);
+        // The module goes only after DM destroyed every table holding the
+        // target, so a claim still here was leaked by an error path.
+        let leaked = self.registry.lock().tables.iter().flatten().count();
+        if leaked != 0 {
+            pr_err!("{leaked} DM table claim(s) leaked\n");
+        }
     }
 }
 
