@@ -921,13 +921,15 @@ def test_fault_probabilistic_uploads_messages_and_loads(env, fault_attrs, kernel
 
 def test_netlink_fuzz_against_model_under_io(env):
     """Concurrent fuzzers (one process per device) send malformed and mutated
-    DM_SWITCH messages at live devices while fio does I/O on them. Every
+    DM_SWITCH messages at live devices while fio does I/O on two of them. Every
     reply must be well-formed and carry the status the reference validator
     allows; the model of each table changes only with replies of status 0,
     and data placement is compared with it during and after the run."""
-    nworkers = 2
-    seconds = bounded(90, 7200)
-    target = bounded(100_000, 100_000)
+    # Four senders: an accepted upload waits for an RCU grace period (about
+    # 10 ms under TCG), and the waits of concurrent senders overlap.
+    nworkers = 4
+    seconds = bounded(600, 7200)
+    target = 100_000
     regions, region = 20000, 8
     u = Uploader()
     fid = u.fid
@@ -940,12 +942,12 @@ def test_netlink_fuzz_against_model_under_io(env):
                               "--bs=4k", "--ioengine=libaio", "--iodepth=4", "--time_based",
                               f"--runtime={seconds + 60}", "--offset=0", f"--size={half * region * SECTOR}",
                               "--output-format=json"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for sw in sws]
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for sw in sws[:2]]
     procs = []
     for i, sw in enumerate(sws):
         cfg = {"seed": 1000 + i, "family_id": fid, "major": sw.dev.major, "minor": sw.dev.minor, "dev_count": 3,
                "regions": regions, "fmt": sw.fmt, "seconds": seconds, "messages": target // nworkers,
-               "check_every": bounded(1500, 5000), "sample": 8, "check_from": half, "name": sw.dev.name,
+               "check_every": 5000, "sample": 8, "check_from": half, "name": sw.dev.name,
                "path": sw.dev.path, "paths": sw.paths, "starts": sw.starts, "region": region,
                "forbidden": [[o.dev.major, o.dev.minor] for o in sws if o is not sw],
                "other_devts": [[o.major, o.minor] for o in others],
@@ -984,9 +986,10 @@ def test_netlink_fuzz_against_model_under_io(env):
                             "kinds": {k[5:]: v for k, v in total.items() if k.startswith("kind:")},
                             "violations": len(violations), "fio_errors": fio_errs})
     assert not violations, json.dumps(violations[:10], indent=1)
-    assert fio_errs == [0] * nworkers, fio_errs
+    assert fio_errs == [0] * len(fios), fio_errs
     assert total["checkpoints"] >= 2 * nworkers
-    assert total["messages"] >= bounded(500, 100_000), f"only {total['messages']} messages"
+    # The bounded run stops at 100,000 messages or after 10 minutes.
+    assert total["messages"] >= bounded(10_000, 100_000), f"only {total['messages']} messages"
 
 
 def message_cases(rng, regions, dev_count):
