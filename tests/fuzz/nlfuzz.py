@@ -78,6 +78,10 @@ class Stats(dict):
         self[key] = self.get(key, 0) + n
 
 
+class NoReply(Exception):
+    """The kernel did not answer (recorded as a violation)."""
+
+
 class Fuzzer:
     def __init__(self, cfg):
         self.cfg = cfg
@@ -117,8 +121,18 @@ class Fuzzer:
         n = 16 + len(body) if length is None else length
         return struct.pack("=IHHII", n, self.fid, flags, seq, 0) + body
 
-    def recv_msgs(self):
-        data = self.sock.recv(1 << 18)
+    def recv_msgs(self, pending=()):
+        """The messages of one datagram from the kernel. No reply within the
+        socket's timeout is a violation (naming the `pending` cases) that
+        ends the run."""
+        try:
+            data = self.sock.recv(1 << 18)
+        except TimeoutError:
+            self.violation("no reply within 120 s", pending=[
+                {"kind": c["kind"], "seq": c["seq"], "len": len(c["view"]) if isinstance(c["view"], bytes) else None,
+                 "head": c["view"][:48].hex() if isinstance(c["view"], bytes) else str(c["view"])}
+                for c in pending])
+            raise NoReply from None
         out = []
         while len(data) >= 16:
             n, kind, flags, seq, _pid = struct.unpack_from("=IHHII", data)
@@ -462,7 +476,7 @@ class Fuzzer:
         self.sock.send(dgram)
         got = 0
         while got < len(cases):
-            for kind, _flags, seq, payload in self.recv_msgs():
+            for kind, _flags, seq, payload in self.recv_msgs(cases[got:]):
                 if got >= len(cases):
                     self.violation("extra reply", seq=seq)
                     continue
@@ -492,7 +506,7 @@ class Fuzzer:
         ping = self.ping()
         replies = []
         while True:
-            msgs = self.recv_msgs()
+            msgs = self.recv_msgs([case])
             done = False
             for kind, _flags, seq, payload in msgs:
                 if seq == ping:
@@ -577,10 +591,13 @@ class Fuzzer:
         self.log(f"start: {cfg['seconds']} s, {target} messages")
         self.checkpoint("c0")
         while self.stats.get("messages", 0) < target and time.time() < deadline:
-            if self.rng.random() < cfg.get("special_share", 0.12):
-                self.run_special()
-            else:
-                self.run_batch(self.rng.randrange(1, cfg.get("batch", 16) + 1))
+            try:
+                if self.rng.random() < cfg.get("special_share", 0.12):
+                    self.run_special()
+                else:
+                    self.run_batch(self.rng.randrange(1, cfg.get("batch", 16) + 1))
+            except NoReply:
+                break
             if self.stats.get("messages", 0) >= next_check:
                 next_check += every
                 self.checkpoint(f"c{next_check}")
