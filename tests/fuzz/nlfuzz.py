@@ -150,6 +150,8 @@ class Fuzzer:
         if len(self.violations) < 30:
             kw["what"] = what
             self.violations.append({k: (v.hex() if isinstance(v, bytes) else v) for k, v in kw.items()})
+            # In the log at once: a sender that dies later still leaves it.
+            self.log(f"violation: {json.dumps(self.violations[-1], default=str)}")
 
     def check_reply(self, case, kind, payload):
         """Validates one reply message to `case`; returns the status (or
