@@ -108,6 +108,22 @@ fn insert<T>(slots: &mut KVec<Option<T>>, v: T) -> Result {
     Ok(())
 }
 
+/// Frees every slot of `slots` whose value `matches`.
+fn clear<T>(slots: &mut KVec<Option<T>>, matches: impl Fn(&T) -> bool) {
+    for slot in slots.iter_mut() {
+        if slot.as_ref().is_some_and(&matches) {
+            *slot = None;
+        }
+    }
+}
+
+impl Registry {
+    /// DM tables currently claimed by a switch target.
+    fn claimed(&self) -> usize {
+        self.tables.iter().flatten().count()
+    }
+}
+
 static REGISTRY: AtomicPtr<Mutex<Registry>> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Owner of the global registry: created at module init, before the target
@@ -142,7 +158,7 @@ impl Drop for RegistryOwner {
         REGISTRY.store(core::ptr::null_mut(), Ordering::Release);
         // The module goes only after DM destroyed every table holding the
         // target, so a claim still here was leaked by an error path.
-        let leaked = self.registry.lock().tables.iter().flatten().count();
+        let leaked = self.registry.lock().claimed();
         if leaked != 0 {
             pr_err!("{leaked} DM table claim(s) leaked\n");
         }
@@ -170,11 +186,7 @@ impl Drop for TableClaim {
     fn drop(&mut self) {
         // Only fails outside the module's lifetime, when there is nothing to release.
         let _ = with_registry(|reg| {
-            for slot in reg.tables.iter_mut() {
-                if *slot == Some(self.table) {
-                    *slot = None;
-                }
-            }
+            clear(&mut reg.tables, |&t| t == self.table);
             Ok(())
         });
     }
@@ -192,7 +204,7 @@ pub(crate) fn claim_table(table: usize) -> Result<Option<TableClaim>> {
         if reg.tables.contains(&Some(table)) {
             return Ok(None);
         }
-        let claimed = reg.tables.iter().flatten().count() + 1;
+        let claimed = reg.claimed() + 1;
         let more = claimed.saturating_sub(reg.devices.len());
         reg.devices.reserve(more, GFP_KERNEL)?;
         insert(&mut reg.tables, table)?;
@@ -252,14 +264,7 @@ pub(crate) fn deactivate(instance: &Instance) {
 pub(crate) fn remove(instance: &Arc<Instance>) {
     // Only fails outside the module's lifetime, when there is nothing to forget.
     let _ = with_registry(|reg| {
-        for slot in reg.devices.iter_mut() {
-            if slot
-                .as_ref()
-                .is_some_and(|e| Arc::ptr_eq(&e.instance, instance))
-            {
-                *slot = None;
-            }
-        }
+        clear(&mut reg.devices, |e| Arc::ptr_eq(&e.instance, instance));
         Ok(())
     });
     deactivate(instance);
