@@ -967,24 +967,24 @@ def test_netlink_fuzz_against_model_under_io(env):
                "log": str(Path(OUT or "/tmp") / f"nlfuzz-{i}.log")}
         procs.append(subprocess.Popen([PY, str(FUZZ / "nlfuzz.py"), json.dumps(cfg)], stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
-    outs = []
+    results = []
     try:
         for p in procs:
-            out, err = p.communicate(timeout=seconds + 900)
-            assert p.returncode == 0, f"fuzzer crashed ({p.returncode}): {err[-3000:]}"
-            outs.append(json.loads(out.strip().splitlines()[-1]))
+            results.append(p.communicate(timeout=seconds + 900))
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+        fio_outs = []
         for f in fios:
             if f.poll() is None:
                 f.send_signal(signal.SIGINT)
-    fio_errs = []
-    for f in fios:
-        out, err = f.communicate(timeout=300)
-        j = fio_json(out)
-        fio_errs.append(fio_summary(j)[0])
+            fio_outs.append(f.communicate(timeout=300)[0])
+    crashed = [f"sender {i} exited {p.returncode}: {err[-3000:]}"
+               for i, (p, (_out, err)) in enumerate(zip(procs, results)) if p.returncode]
+    assert not crashed, "\n".join(crashed)
+    outs = [json.loads(out.strip().splitlines()[-1]) for out, _err in results]
+    fio_errs = [fio_summary(fio_json(out))[0] for out in fio_outs]
     total = Counter()
     statuses = Counter()
     violations = []
