@@ -182,7 +182,13 @@ impl<'a> Request<'a> {
 
     /// `(region, path)` pairs of the window.
     pub(crate) fn entries(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
-        (self.page_offset..).zip(self.values())
+        // A bounded range: `zip` advances its first iterator once more after
+        // the last value, and an open one (`page_offset..`) then stepped past
+        // u32::MAX for a window ending at the last region of a table of
+        // u32::MAX regions (an overflow panic, an oops). parse() checked
+        // page_offset + page_count <= page_total, so the sum cannot saturate.
+        let end = self.page_offset.saturating_add(self.page_count);
+        (self.page_offset..end).zip(self.values())
     }
 }
 

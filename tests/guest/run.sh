@@ -11,6 +11,9 @@ mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config 2>
 # The log scan fails on what comes after this line (the boot before it runs
 # none of our code; finish.sh still prints reports from it, as warnings).
 echo "dm-switch-tests: start" > /dev/kmsg
+# A live copy of the kernel log on the host: a run that hangs and is killed
+# still leaves what the kernel said.
+cat /dev/kmsg > "$out/kmsg-live.txt" 2>/dev/null &
 "$@"
 rc=$?
 "$(dirname "$0")/finish.sh" "$out" || rc=1

@@ -1,6 +1,9 @@
 """Issue 5: the DM_SWITCH upload ABI and set_region_mappings, proven from the
 header alone with an independent client (nl.py), placement read from the paths."""
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -91,6 +94,30 @@ def test_refusals_leave_mapping_unchanged(env, client):
         assert resp.total_len == 284
     assert dev.status()["userland"] == (5, 6)
     sw.placed(mapping, range(64), "r")
+
+
+def test_window_ending_at_the_last_region_of_the_largest_table(env, client):
+    """page_total 2^32 - 1 and a window up to its last region (2^32 - 2). The
+    decoder once stepped a region counter past 2^32 - 1 after the last entry:
+    an overflow panic in the upload handler (an oops that killed the sender
+    and left the device's update lock held). Sent from a child process, so a
+    crash is this test's failure, not the test runner's death."""
+    sw = Switch(env, "swnl6")
+    dev = sw.dev
+    offset, count = 0xFFFFE000 - 16, 0x1FFF + 16
+    values = [(r * 5) % 3 for r in range(count)]
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import nl; c = nl.Client(); "
+            f"r = c.send(nl.pgtable({dev.major}, {dev.minor}, 0xFFFFFFFF, {offset}, {values!r}, 3, 2)); "
+            "print(r.status, r.err_str)")
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0 and child.stdout.split() == ["0"], (child.returncode, child.stdout,
+                                                                   child.stderr[-2000:])
+    # The new table maps nothing below the window: path 0, as unmapped.
+    sw.placed(lambda r: 0, [0, 1, 63], "e")
+    # The device takes the next upload (the update lock was released).
+    mapping = [(r * 7) % 3 for r in range(64)]
+    assert client.send(nl.pgtable(dev.major, dev.minor, 64, 0, mapping, 3, 2)).status == 0
+    sw.placed(mapping, range(64), "n")
 
 
 def test_missing_attribute_gets_a_response(client):

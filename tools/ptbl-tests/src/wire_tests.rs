@@ -168,6 +168,32 @@ fn partial_last_word_leaves_following_entries() {
 }
 
 #[test]
+fn window_ending_at_the_last_region_of_the_largest_table() {
+    // page_total = u32::MAX, a window across the last two chunks up to region
+    // u32::MAX - 1. The kernel decoded it with an open range that stepped
+    // past u32::MAX after the last entry: an overflow panic, an oops (found
+    // by the netlink fuzzer).
+    let (offset, count) = (0xFFFF_E000 - 16, 0x1FFF + 16);
+    let values: Vec<u32> = (0..count).map(|i| i % 3).collect();
+    let h = Hdr {
+        total: u32::MAX,
+        offset,
+        count,
+        ..Hdr::default()
+    };
+    let msg = request(&h, &pack(2, &values));
+    let r = Request::parse(&msg).unwrap();
+    let entries: Vec<(u32, u32)> = r.entries().collect();
+    assert_eq!(entries.len(), count as usize);
+    assert_eq!(entries.last(), Some(&(u32::MAX - 1, (count - 1) % 3)));
+    let mut t = PageTable::empty(3, u32::MAX, 2).unwrap();
+    t.set_entries(r.entries()).unwrap();
+    assert_eq!(t.lookup(u64::from(u32::MAX - 1)), Some((count - 1) % 3));
+    assert_eq!(t.lookup(u64::from(offset)), Some(0));
+    assert_eq!(t.lookup(u64::from(u32::MAX)), None);
+}
+
+#[test]
 fn refusals() {
     let ok = Hdr {
         total: 100,
