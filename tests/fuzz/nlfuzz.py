@@ -607,8 +607,8 @@ class Fuzzer:
             except NoReply:
                 break
             if self.stats.get("messages", 0) >= next_check:
-                next_check += every
                 self.checkpoint(f"c{next_check}")
+                next_check += every
             if len(self.violations) >= 30:
                 break
         self.log(f"loop done: {dict(self.stats)}")

@@ -936,13 +936,11 @@ def test_netlink_fuzz_against_model_under_io(env):
     allows; the model of each table changes only with replies of status 0,
     and data placement is compared with it during and after the run."""
     # Four senders: an accepted upload waits for an RCU grace period (about
-    # 10 ms under TCG), and the waits of concurrent senders overlap. The
-    # bounded run keeps to 90 s: past about 20,000 messages a sender at an
-    # upstream-format device stopped getting answers (open, see
-    # docs/reliability.md).
-    nworkers = bounded(2, 4)
-    seconds = bounded(90, 7200)
-    target = 100_000
+    # 10 ms under TCG), and the waits of concurrent senders overlap (about
+    # 230 messages/s in all on an idle machine: 100,000 in about 7 minutes).
+    nworkers = 4
+    seconds = bounded(600, 7200)
+    target = bounded(100_000, 400_000)
     regions, region = 20000, 8
     u = Uploader()
     fid = u.fid
@@ -960,7 +958,7 @@ def test_netlink_fuzz_against_model_under_io(env):
     for i, sw in enumerate(sws):
         cfg = {"seed": 1000 + i, "family_id": fid, "major": sw.dev.major, "minor": sw.dev.minor, "dev_count": 3,
                "regions": regions, "fmt": sw.fmt, "seconds": seconds, "messages": target // nworkers,
-               "check_every": bounded(1500, 5000), "sample": 8, "check_from": half, "name": sw.dev.name,
+               "check_every": bounded(5000, 10000), "sample": 8, "check_from": half, "name": sw.dev.name,
                "path": sw.dev.path, "paths": sw.paths, "starts": sw.starts, "region": region,
                "forbidden": [[o.dev.major, o.dev.minor] for o in sws if o is not sw],
                "other_devts": [[o.major, o.minor] for o in others],
@@ -1001,7 +999,8 @@ def test_netlink_fuzz_against_model_under_io(env):
     assert not violations, json.dumps(violations[:10], indent=1)
     assert fio_errs == [0] * len(fios), fio_errs
     assert total["checkpoints"] >= 2 * nworkers
-    assert total["messages"] >= bounded(2_000, 100_000), f"only {total['messages']} messages"
+    # The time cap ends a run on a slow machine early; below this it proves too little.
+    assert total["messages"] >= bounded(50_000, 100_000), f"only {total['messages']} messages"
 
 
 def message_cases(rng, regions, dev_count):
