@@ -299,8 +299,12 @@ class Fuzzer:
         pick = r.random()
         if pick < 0.5:
             off = r.randrange(0, min(total, regions + 64))
-        elif pick < 0.7:
+        elif pick < 0.65:
             off = max(0, min(total - 1, r.choice([model.CHUNK, 2 * model.CHUNK]) - r.randrange(0, 64)))
+        elif pick < 0.8:
+            # Up to the table's last region (2^32 - 2 for the largest table:
+            # bug 4 in docs/reliability.md).
+            off = max(0, total - r.randrange(1, 700))
         else:
             off = r.randrange(0, total)
         off -= off % fields
