@@ -36,7 +36,8 @@ out=$(mktemp -d /tmp/dm-switch-check.XXXXXX)
 # needed on an idle machine; several times that while other VMs run). A soak
 # run needs longer (make soak sets VM_TIMEOUT=14400).
 export VM_TIMEOUT=${VM_TIMEOUT:-4800}
-timed scripts/vm.sh --out "$out" -- env DM_SWITCH_SOAK="${SOAK:-}" "$REPO_ROOT/tests/guest/suites.sh" ${SUITES:-}
+timed scripts/vm.sh --out "$out" -- env DM_SWITCH_SOAK="${SOAK:-}" DM_SWITCH_FUZZ_SEED="${FUZZ_SEED:-1000}" \
+  "$REPO_ROOT/tests/guest/suites.sh" ${SUITES:-}
 vm_rc=$?
 read -r vp vf < <(python3 - "$out" <<'PY'
 import glob, sys, xml.etree.ElementTree as ET

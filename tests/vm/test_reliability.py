@@ -39,6 +39,9 @@ import model  # noqa: E402
 
 SOAK = os.environ.get("DM_SWITCH_SOAK", "") not in ("", "0")
 OUT = os.environ.get("DM_SWITCH_OUT")
+# Sender i of the netlink fuzzer draws from seed FUZZ_SEED + i: a run is
+# repeatable, and another seed explores other messages.
+FUZZ_SEED = int(os.environ.get("DM_SWITCH_FUZZ_SEED", "1000"))
 EPERM, ENOENT, ENOMEM, ENODEV, EINVAL, EACCES = (errno.EPERM, errno.ENOENT, errno.ENOMEM, errno.ENODEV,
                                                   errno.EINVAL, errno.EACCES)
 PY = sys.executable
@@ -956,7 +959,7 @@ def test_netlink_fuzz_against_model_under_io(env):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for sw in sws[:2]]
     procs = []
     for i, sw in enumerate(sws):
-        cfg = {"seed": 1000 + i, "family_id": fid, "major": sw.dev.major, "minor": sw.dev.minor, "dev_count": 3,
+        cfg = {"seed": FUZZ_SEED + i, "family_id": fid, "major": sw.dev.major, "minor": sw.dev.minor, "dev_count": 3,
                "regions": regions, "fmt": sw.fmt, "seconds": seconds, "messages": target // nworkers,
                "check_every": bounded(5000, 10000), "sample": 8, "check_from": half, "name": sw.dev.name,
                "path": sw.dev.path, "paths": sw.paths, "starts": sw.starts, "region": region,
@@ -993,7 +996,7 @@ def test_netlink_fuzz_against_model_under_io(env):
     rate = sum(o["stats"].get("rate", 0) for o in outs)
     record("netlink_fuzz", {"messages": total["messages"], "accepted": total["accepted"], "refused": total["refused"],
                             "checkpoints": total["checkpoints"], "regions_checked": total["regions_checked"],
-                            "workers": nworkers, "messages_per_s": round(rate, 1), "statuses": dict(statuses),
+                            "workers": nworkers, "seed": FUZZ_SEED, "messages_per_s": round(rate, 1), "statuses": dict(statuses),
                             "kinds": {k[5:]: v for k, v in total.items() if k.startswith("kind:")},
                             "violations": len(violations), "fio_errors": fio_errs})
     assert not violations, json.dumps(violations[:10], indent=1)
