@@ -36,7 +36,7 @@ out=$(mktemp -d /tmp/dm-switch-check.XXXXXX)
 # needed on an idle machine; several times that while other VMs run). A soak
 # run needs longer (make soak sets VM_TIMEOUT=14400).
 export VM_TIMEOUT=${VM_TIMEOUT:-4800}
-timed scripts/vm.sh --out "$out" -- env DM_SWITCH_SOAK="${SOAK:-}" DM_SWITCH_FUZZ_SEED="${FUZZ_SEED:-1000}" \
+timed scripts/vm.sh --out "$out" -- env DM_SWITCH_SOAK="${SOAK:-}" DM_SWITCH_FUZZ_SEED="${FUZZ_SEED:-}" \
   "$REPO_ROOT/tests/guest/suites.sh" ${SUITES:-}
 vm_rc=$?
 read -r vp vf < <(python3 - "$out" <<'PY'

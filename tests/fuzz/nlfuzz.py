@@ -238,7 +238,9 @@ class Fuzzer:
     # ------------------------------------------------------------ generators
 
     def devt_ok(self, payload):
-        if len(payload) < 24:
+        """False if `payload` (what the kernel parses: bytes, or None/('err',)
+        when it gets no attribute) addresses another sender's device."""
+        if not isinstance(payload, bytes) or len(payload) < 24:
             return True
         ma, mi = struct.unpack_from("=II", payload, 16)
         return (ma, mi) not in self.forbidden
@@ -388,7 +390,7 @@ class Fuzzer:
             # of the payload is parsed as further attributes.
             a = attr(ATTR_MSG, p)
             view = kernel_attr_view(a)
-            if self.devt_ok(p) and (not isinstance(view, bytes) or self.devt_ok(view)):
+            if self.devt_ok(view):
                 break
         cmd, version, reserved = CMD, 1, 0
         if r.random() < 0.05:
@@ -467,7 +469,7 @@ class Fuzzer:
         else:
             view = kernel_attr_view(dgram[20:])
             expect = "nlerr" if isinstance(view, tuple) else "reply"
-        if isinstance(view, bytes) and not self.devt_ok(view):
+        if not self.devt_ok(view):
             return None, None
         return dgram, {"kind": "special:" + what, "seq": seq, "view": view, "expect": expect}
 

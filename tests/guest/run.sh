@@ -14,8 +14,10 @@ echo "dm-switch-tests: start" > /dev/kmsg
 # A live copy of the kernel log on the host: a run that hangs and is killed
 # still leaves what the kernel said.
 cat /dev/kmsg > "$out/kmsg-live.txt" 2>/dev/null &
+kmsg_copy=$!
 "$@"
 rc=$?
 "$(dirname "$0")/finish.sh" "$out" || rc=1
+kill $kmsg_copy 2>/dev/null
 touch "$out/guest-finished"
 exit $rc

@@ -41,7 +41,7 @@ SOAK = os.environ.get("DM_SWITCH_SOAK", "") not in ("", "0")
 OUT = os.environ.get("DM_SWITCH_OUT")
 # Sender i of the netlink fuzzer draws from seed FUZZ_SEED + i: a run is
 # repeatable, and another seed explores other messages.
-FUZZ_SEED = int(os.environ.get("DM_SWITCH_FUZZ_SEED", "1000"))
+FUZZ_SEED = int(os.environ.get("DM_SWITCH_FUZZ_SEED") or 1000)
 EPERM, ENOENT, ENOMEM, ENODEV, EINVAL, EACCES = (errno.EPERM, errno.ENOENT, errno.ENOMEM, errno.ENODEV,
                                                   errno.EINVAL, errno.EACCES)
 PY = sys.executable
@@ -996,7 +996,8 @@ def test_netlink_fuzz_against_model_under_io(env):
     rate = sum(o["stats"].get("rate", 0) for o in outs)
     record("netlink_fuzz", {"messages": total["messages"], "accepted": total["accepted"], "refused": total["refused"],
                             "checkpoints": total["checkpoints"], "regions_checked": total["regions_checked"],
-                            "workers": nworkers, "seed": FUZZ_SEED, "messages_per_s": round(rate, 1), "statuses": dict(statuses),
+                            "workers": nworkers, "seed": FUZZ_SEED, "messages_per_s": round(rate, 1),
+                            "statuses": dict(statuses),
                             "kinds": {k[5:]: v for k, v in total.items() if k.startswith("kind:")},
                             "violations": len(violations), "fio_errors": fio_errs})
     assert not violations, json.dumps(violations[:10], indent=1)
