@@ -12,7 +12,8 @@ KDIR ?= $(shell scripts/build-kernel.sh debug 2>/dev/null | tail -n1)
 KMAKE = $(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=-19 RUSTC=/usr/bin/rustc \
 	RUSTDOC=/usr/bin/rustdoc BINDGEN=/opt/dm-switch/bindgen/bin/bindgen \
 	CLIPPY_DRIVER=/usr/bin/clippy-driver PATH=/usr/bin:$(PATH)
-KERNEL_RS := $(filter-out bindings_generated.rs,$(wildcard *.rs))
+# rustfmt follows the crate's `mod` items from its root into every folder.
+KERNEL_RS := dm_switch.rs
 
 .PHONY: all modules clean kernel check demo bench soak fmt fmtcheck tools
 
@@ -24,7 +25,7 @@ modules:
 
 clean:
 	@test -z "$(KDIR)" || $(KMAKE) clean
-	rm -f bindings_generated.rs
+	rm -f kapi/bindings_generated.rs
 
 kernel:
 	scripts/build-kernel.sh debug

@@ -54,8 +54,8 @@ upstream_ko=$kdir/drivers/md/dm-switch.ko
 # copy of the sources in a scratch dir instead.
 mod=$CACHE_DIR/bench-module
 rm -rf "$mod"; mkdir -p "$mod"
-(cd "$REPO_ROOT" && cp Kbuild dm_switch_glue.c "$mod"/ && cp -r include "$mod"/ &&
- for f in *.rs; do [ "$f" = bindings_generated.rs ] || cp "$f" "$mod"/; done)
+(cd "$REPO_ROOT" && git ls-files -z -- Kbuild '*.rs' '*.c' include | grep -zv '^tools/' |
+ xargs -0 cp --parents -t "$mod"/)
 src_hash=$(cd "$mod" && find . -type f | sort | xargs cat | sha256sum | cut -c1-12)
 say "building our module for the perf kernel in $mod (sources $src_hash)"
 make -C "$kdir" M="$mod" "${KMAKE_ARGS[@]}" -s modules >"$mod/build.log" 2>&1 ||
@@ -82,7 +82,7 @@ mode_args() {
 quick_args="--runtime 0.5 --ramp 0.1 --phases 1 --rounds 1 --upload-reps 1 --mem-reps 1 --mem-log2 22"
 
 git_rev=$(git -C "$REPO_ROOT" rev-parse --short HEAD)
-git_dirty=$(git -C "$REPO_ROOT" status --porcelain -- '*.rs' '*.c' Kbuild include | wc -l)
+git_dirty=$(git -C "$REPO_ROOT" status --porcelain -- dm_switch.rs target.rs kapi control pure Kbuild include | wc -l)
 meta=$bench/run-meta.json
 "$PY" - "$meta" "$kdir" "$git_rev" "$git_dirty" "$src_hash" <<'EOF'
 import json, os, platform, subprocess, sys, time

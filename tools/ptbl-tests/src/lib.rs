@@ -1,19 +1,24 @@
-//! The kernel module's pure modules, compiled on the host from the very
-//! files the module is built from, so the host tests test the real code.
+//! The kernel module's pure modules (`pure/`), compiled on the host from the
+//! very files the module is built from, so the host tests test the real code.
 #![allow(dead_code)]
 
-#[path = "../../../ptbl.rs"]
+#[path = "../../../pure/ptbl.rs"]
 pub mod ptbl;
 
-#[path = "../../../wire.rs"]
+#[path = "../../../pure/region.rs"]
+pub mod region;
+
+#[path = "../../../pure/wire.rs"]
 pub mod wire;
 
-#[path = "../../../message.rs"]
+#[path = "../../../pure/message.rs"]
 pub mod message;
 
 #[cfg(test)]
 mod message_tests;
 #[cfg(test)]
 mod ptbl_tests;
+#[cfg(test)]
+mod region_tests;
 #[cfg(test)]
 mod wire_tests;

@@ -8,7 +8,7 @@
 //! per-CPU increment and decrement, where preemptible RCU's
 //! `rcu_read_unlock()` is an out-of-line call. Readers never sleep.
 
-use crate::bindings;
+use crate::kapi::bindings;
 use core::{
     marker::PhantomData,
     ptr,
@@ -28,7 +28,7 @@ impl ReadGuard {
     pub(crate) fn new() -> Self {
         // SAFETY: rcu_read_lock_sched() has no preconditions; the guard's Drop
         // (or the C function that consumes the guard) pairs it.
-        unsafe { bindings::dm_switch_rcu_read_lock_sched() };
+        unsafe { bindings::kapi_rcu_read_lock_sched() };
         Self(PhantomData)
     }
 }
@@ -38,7 +38,7 @@ impl Drop for ReadGuard {
     fn drop(&mut self) {
         // SAFETY: paired with the rcu_read_lock_sched() in `new`, on the same
         // task (preemption is disabled in between, so also on the same CPU).
-        unsafe { bindings::dm_switch_rcu_read_unlock_sched() };
+        unsafe { bindings::kapi_rcu_read_unlock_sched() };
     }
 }
 

@@ -9,6 +9,16 @@
 
 use core::fmt;
 
+/// Family version (`DM_SWITCH_FAMILY_VERSION`).
+pub(crate) const FAMILY_VERSION: u32 = 1;
+/// The upload command (`NETLINK_CMD_GET_PAGE_TBL`).
+pub(crate) const CMD_GET_PAGE_TBL: u8 = 1;
+/// The request attribute (`NETLINK_ATTR_MSG`).
+pub(crate) const ATTR_MSG: u16 = 1;
+/// Attribute type of the reply: the RFC used the policy constant `NLA_BINARY`.
+pub(crate) const ATTR_RESPONSE: u16 = 11;
+/// Largest `NETLINK_ATTR_MSG` payload (`MAX_IPC_MSG_LEN`).
+pub(crate) const MAX_IPC_MSG_LEN: u16 = 65480;
 /// Bytes before `ptbl_buff` in `struct IpcPgTable`.
 pub(crate) const HEADER_LEN: usize = 40;
 /// Size of `struct IpcResponse`.

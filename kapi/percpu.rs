@@ -3,7 +3,7 @@
 //! Per-CPU event counters: each CPU increments its own copy (no atomics, no
 //! shared cache line on the I/O path); readers add the copies up.
 
-use crate::bindings;
+use crate::kapi::bindings;
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::prelude::*;
 
@@ -38,13 +38,13 @@ impl<const N: usize> Counters<N> {
     pub(crate) fn new() -> Result<Self> {
         let n = u32::try_from(N).map_err(|_| EINVAL)?;
         // SAFETY: plain allocation; a null return is handled below.
-        let p = unsafe { bindings::dm_switch_counters_alloc(n) };
+        let p = unsafe { bindings::kapi_percpu_u64_alloc(n) };
         Ok(Self {
             ptr: NonNull::new(p).ok_or(ENOMEM)?,
         })
     }
 
-    /// Counter `I`, to be incremented on the I/O path ([`crate::dm::Bio::remap_counted`]).
+    /// Counter `I`, to be incremented on the I/O path ([`crate::kapi::dm::Bio::remap_counted`]).
     #[inline(always)]
     pub(crate) fn slot<const I: usize>(&self) -> Slot<'_> {
         const { assert!(I < N) };
@@ -63,13 +63,13 @@ impl<const N: usize> Counters<N> {
         }
         // SAFETY: `ptr` is a live per-CPU allocation of `N` u64s and `idx < N`;
         // summing only reads each CPU's copy.
-        unsafe { bindings::dm_switch_counter_sum(self.ptr.as_ptr(), idx as u32) }
+        unsafe { bindings::kapi_percpu_u64_sum(self.ptr.as_ptr(), idx as u32) }
     }
 }
 
 impl<const N: usize> Drop for Counters<N> {
     fn drop(&mut self) {
-        // SAFETY: allocated by dm_switch_counters_alloc and freed only here.
-        unsafe { bindings::dm_switch_counters_free(self.ptr.as_ptr()) };
+        // SAFETY: allocated by kapi_percpu_u64_alloc and freed only here.
+        unsafe { bindings::kapi_percpu_u64_free(self.ptr.as_ptr()) };
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! Pure code, also compiled into the host tests.
 
-use crate::ptbl::{Editor, UpdateError};
+use super::ptbl::{Editor, UpdateError};
 use core::fmt;
 
 /// Why a `set_region_mappings` message was refused.

@@ -9,22 +9,21 @@
 //! built beside the live one and published in one step, so a refused window
 //! or an allocation failure leaves the live mapping exactly as it was.
 
-use crate::{
-    genl::{self, Reply},
-    ptbl::{PageTable, UpdateError},
-    registry::{self, UpdateFail},
-    wire::{Echo, Request, Response, WireError, RESPONSE_LEN},
+use crate::control::registry::{Registry, Scope, UpdateFail};
+use crate::kapi::{
+    block::DevT,
+    genl::{self, Capability, Reply, Request},
+};
+use crate::pure::{
+    ptbl::{PageTable, UpdateError, CHUNK_SHIFT},
+    wire::{
+        self, Echo, Response, WireError, ATTR_MSG, ATTR_RESPONSE, CMD_GET_PAGE_TBL, FAMILY_VERSION,
+        MAX_IPC_MSG_LEN, RESPONSE_LEN,
+    },
 };
 use core::fmt;
 use kernel::c_str;
-use kernel::{bindings as kb, prelude::*, str::CStr};
-
-/// `NETLINK_CMD_GET_PAGE_TBL`.
-const CMD_GET_PAGE_TBL: u8 = 1;
-/// `NETLINK_ATTR_MSG`.
-const ATTR_MSG: u32 = 1;
-/// Attribute type of the reply: the RFC used the policy constant `NLA_BINARY`.
-const ATTR_RESPONSE: i32 = 11;
+use kernel::{prelude::*, str::CStr, sync::Arc};
 
 /// Why an upload was refused.
 enum Refusal {
@@ -75,70 +74,65 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// The handler of the family's one command.
-pub(crate) struct PageTableUpload;
+/// The DM_SWITCH family's handler: finds the live instance of the addressed
+/// device in the registry and applies the window to its table.
+pub(crate) struct Protocol {
+    registry: Arc<Registry>,
+}
 
-impl genl::Handler for PageTableUpload {
+impl Protocol {
+    /// The handler for the devices of `registry`.
+    pub(crate) fn new(registry: Arc<Registry>) -> Self {
+        Self { registry }
+    }
+
+    fn upload(&self, request: &Request<'_>) -> Result<(), Refusal> {
+        let msg = request.payload().ok_or(Refusal::NoAttribute)?;
+        if !request.sender_capable(Capability::SYS_ADMIN) {
+            return Err(Refusal::NotPermitted);
+        }
+        let req = wire::Request::parse(msg).map_err(Refusal::Wire)?;
+        let no_target = Refusal::NoLiveTarget(req.dev_major, req.dev_minor);
+        let instance = DevT::new(req.dev_major, req.dev_minor)
+            .and_then(|devt| self.registry.find_live(devt))
+            .ok_or(no_target)?;
+        let dev_count = instance.geometry.dev_count;
+        if u32::from(req.dev_count) != dev_count {
+            return Err(Refusal::DevCount(req.dev_count, dev_count));
+        }
+        let result = instance.update(Scope::LiveOnly, |current| {
+            let mut table = PageTable::derive(current, dev_count, req.page_total, req.pte_bits)?;
+            if req.page_count == 0 {
+                table.free_chunk(req.page_offset >> CHUNK_SHIFT);
+            } else {
+                table.set_entries(req.entries())?;
+            }
+            table.set_userland(req.userland);
+            Ok(KBox::new(table, GFP_KERNEL)?)
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(UpdateFail::NotLive) => Err(Refusal::NoLiveTarget(req.dev_major, req.dev_minor)),
+            Err(UpdateFail::Update(e)) => Err(Refusal::Update(e)),
+        }
+    }
+}
+
+impl genl::Handler for Protocol {
     const NAME: &'static CStr = c_str!("DM_SWITCH");
-    const VERSION: u32 = 1;
+    const VERSION: u32 = FAMILY_VERSION;
     const CMD: u8 = CMD_GET_PAGE_TBL;
-    const REQUEST_ATTR: u32 = ATTR_MSG;
+    const REQUEST_ATTR: u16 = ATTR_MSG;
+    const REQUEST_MAX_LEN: u16 = MAX_IPC_MSG_LEN;
     const REPLY_LEN: usize = RESPONSE_LEN;
 
-    fn handle(request: Option<&[u8]>, reply: Reply<'_>) -> Result {
-        let msg = request.unwrap_or(&[]);
-        let mut response = Response::new(Echo::of(msg));
+    fn handle(&self, request: &Request<'_>, reply: Reply<'_>) -> Result {
+        let mut response = Response::new(Echo::of(request.payload().unwrap_or(&[])));
         // The reply is the only report of a refusal: logging each one would
         // let any sender with CAP_NET_ADMIN flood the kernel log.
-        if let Err(refusal) = upload(request) {
+        if let Err(refusal) = self.upload(request) {
             response.fail(refusal.errno(), format_args!("{refusal}"));
         }
         reply.send(ATTR_RESPONSE, response.as_bytes())
-    }
-}
-
-/// The family id for sysfs.
-pub(crate) fn family_id() -> i32 {
-    genl::family_id()
-}
-
-fn capable_sys_admin() -> bool {
-    // SAFETY: capable() checks the current task's credentials; no preconditions.
-    unsafe { kb::capable(kb::CAP_SYS_ADMIN as i32) }
-}
-
-/// `dev_t` of `major:minor`, or `None` if it cannot be one.
-fn devt(major: u32, minor: u32) -> Option<u32> {
-    (major < (1 << 12) && minor < (1 << 20)).then_some((major << 20) | minor)
-}
-
-fn upload(request: Option<&[u8]>) -> Result<(), Refusal> {
-    let msg = request.ok_or(Refusal::NoAttribute)?;
-    if !capable_sys_admin() {
-        return Err(Refusal::NotPermitted);
-    }
-    let req = Request::parse(msg).map_err(Refusal::Wire)?;
-    let no_target = Refusal::NoLiveTarget(req.dev_major, req.dev_minor);
-    let instance = devt(req.dev_major, req.dev_minor)
-        .and_then(registry::find_live)
-        .ok_or(no_target)?;
-    let dev_count = instance.geometry.dev_count;
-    if u32::from(req.dev_count) != dev_count {
-        return Err(Refusal::DevCount(req.dev_count, dev_count));
-    }
-    let result = instance.update(true, |current| {
-        let mut table = PageTable::derive(current, dev_count, req.page_total, req.pte_bits)?;
-        if req.page_count == 0 {
-            table.free_chunk(req.page_offset >> crate::ptbl::CHUNK_SHIFT);
-        } else {
-            table.set_entries(req.entries())?;
-        }
-        table.set_userland(req.userland);
-        Ok(KBox::new(table, GFP_KERNEL)?)
-    });
-    match result {
-        Ok(()) => Ok(()),
-        Err(UpdateFail::NotLive) => Err(Refusal::NoLiveTarget(req.dev_major, req.dev_minor)),
-        Err(UpdateFail::Update(e)) => Err(Refusal::Update(e)),
     }
 }

@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * C glue of the kapi abstractions: the few kernel facilities the Rust code
+ * reaches that are static inline functions or macros in C (RCU read side,
+ * per-CPU counters, bio remapping, genetlink replies and policies). Every
+ * function is a thin forwarder with no knowledge of any target; see
+ * kapi/glue.c.
+ */
+#ifndef _KAPI_GLUE_H
+#define _KAPI_GLUE_H
+
+#include <linux/types.h>
+
+struct bio;
+struct block_device;
+struct genl_info;
+struct genl_family;
+struct sk_buff;
+struct nla_policy;
+struct attribute;
+
+/*
+ * RCU-sched read-side critical section: preemption disabled, which
+ * synchronize_rcu() waits for (v5.0 and later). Cheaper than preemptible
+ * RCU's out-of-line rcu_read_unlock() on the I/O path.
+ */
+void kapi_rcu_read_lock_sched(void);
+void kapi_rcu_read_unlock_sched(void);
+
+/* Per-CPU array of @n u64 counters, zeroed; NULL on allocation failure. */
+u64 __percpu *kapi_percpu_u64_alloc(unsigned int n);
+void kapi_percpu_u64_free(u64 __percpu *counters);
+/* Sum of counter @idx over every possible CPU. */
+u64 kapi_percpu_u64_sum(u64 __percpu *counters, unsigned int idx);
+
+/* bio_set_dev() plus the new start sector. */
+void kapi_bio_remap(struct bio *bio, struct block_device *bdev, sector_t sector);
+/*
+ * The last call of a typical map(): ends the caller's RCU-sched read-side
+ * critical section, this_cpu_inc(*@counter), then kapi_bio_remap().
+ */
+void kapi_rcu_unlock_count_remap(struct bio *bio, struct block_device *bdev,
+				 sector_t sector, u64 __percpu *counter);
+
+/* Size (in sectors) and logical block size (in bytes) of a block device. */
+sector_t kapi_bdev_sectors(struct block_device *bdev);
+unsigned int kapi_bdev_logical_block_size(struct block_device *bdev);
+
+/*
+ * A reply to the request in @info: a message of @family, command @cmd, with
+ * room for one attribute of @len bytes; NULL if it cannot be allocated.
+ * Allocated before the request is acted on, so that acting on it never
+ * depends on an allocation that could still fail afterwards.
+ */
+struct sk_buff *kapi_genl_reply_new(struct genl_info *info, const struct genl_family *family,
+				    u8 cmd, int len);
+/*
+ * Adds the attribute @attrtype with @len bytes of @data (at most the @len
+ * the reply was made for) and sends the reply; consumes @skb.
+ */
+int kapi_genl_reply_send(struct sk_buff *skb, struct genl_info *info, int attrtype,
+			 const void *data, int len);
+/* Frees a reply that was not sent. */
+void kapi_genl_reply_free(struct sk_buff *skb);
+/* The payload of attribute @attrtype of @info, or NULL; its length in *@len. */
+const void *kapi_genl_attr(struct genl_info *info, int attrtype, u32 *len);
+
+/*
+ * An attribute policy of @maxattr + 1 entries whose only entry, @attrtype,
+ * is NLA_BINARY of at most @max_len bytes; NULL on allocation failure.
+ * Freed with kapi_nla_policy_free() once the family is unregistered.
+ */
+const struct nla_policy *kapi_nla_policy_binary_new(int maxattr, int attrtype, u16 max_len);
+void kapi_nla_policy_free(const struct nla_policy *policy);
+
+/* sysfs_attr_init(): gives a dynamically allocated attribute a static lockdep key. */
+void kapi_sysfs_attr_init(struct attribute *attr);
+
+#endif /* _KAPI_GLUE_H */

@@ -1,0 +1,133 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * C glue of the kapi abstractions: forwarders for static inline kernel
+ * functions the Rust crate cannot call directly. No logic lives here.
+ */
+#include <linux/bio.h>
+#include <linux/blkdev.h>
+#include <linux/percpu.h>
+#include <linux/rcupdate.h>
+#include <linux/slab.h>
+#include <linux/sysfs.h>
+#include <net/genetlink.h>
+
+#include "kapi_glue.h"
+
+void kapi_rcu_read_lock_sched(void)
+{
+	rcu_read_lock_sched();
+}
+
+void kapi_rcu_read_unlock_sched(void)
+{
+	rcu_read_unlock_sched();
+}
+
+u64 __percpu *kapi_percpu_u64_alloc(unsigned int n)
+{
+	return __alloc_percpu(n * sizeof(u64), sizeof(u64));
+}
+
+void kapi_percpu_u64_free(u64 __percpu *counters)
+{
+	free_percpu(counters);
+}
+
+u64 kapi_percpu_u64_sum(u64 __percpu *counters, unsigned int idx)
+{
+	u64 sum = 0;
+	int cpu;
+
+	for_each_possible_cpu(cpu)
+		sum += per_cpu_ptr(counters, cpu)[idx];
+	return sum;
+}
+
+void kapi_bio_remap(struct bio *bio, struct block_device *bdev, sector_t sector)
+{
+	bio->bi_iter.bi_sector = sector;
+	bio_set_dev(bio, bdev);	/* last: ends in a tail call */
+}
+
+void kapi_rcu_unlock_count_remap(struct bio *bio, struct block_device *bdev,
+				 sector_t sector, u64 __percpu *counter)
+{
+	rcu_read_unlock_sched();
+	this_cpu_inc(*counter);
+	kapi_bio_remap(bio, bdev, sector);
+}
+
+sector_t kapi_bdev_sectors(struct block_device *bdev)
+{
+	return bdev_nr_sectors(bdev);
+}
+
+unsigned int kapi_bdev_logical_block_size(struct block_device *bdev)
+{
+	return bdev_logical_block_size(bdev);
+}
+
+struct sk_buff *kapi_genl_reply_new(struct genl_info *info, const struct genl_family *family,
+				    u8 cmd, int len)
+{
+	struct sk_buff *skb;
+
+	skb = genlmsg_new(nla_total_size(len), GFP_KERNEL);
+	if (!skb)
+		return NULL;
+	if (!genlmsg_put_reply(skb, info, family, 0, cmd)) {
+		nlmsg_free(skb);
+		return NULL;
+	}
+	return skb;
+}
+
+int kapi_genl_reply_send(struct sk_buff *skb, struct genl_info *info, int attrtype,
+			 const void *data, int len)
+{
+	if (nla_put(skb, attrtype, len, data)) {
+		nlmsg_free(skb);
+		return -EMSGSIZE;
+	}
+	nlmsg_end(skb, nlmsg_hdr(skb));	/* the one message the skb holds */
+	return genlmsg_reply(skb, info);
+}
+
+void kapi_genl_reply_free(struct sk_buff *skb)
+{
+	nlmsg_free(skb);
+}
+
+const void *kapi_genl_attr(struct genl_info *info, int attrtype, u32 *len)
+{
+	const struct nlattr *na = info->attrs ? info->attrs[attrtype] : NULL;
+
+	if (!na)
+		return NULL;
+	*len = nla_len(na);
+	return nla_data(na);
+}
+
+const struct nla_policy *kapi_nla_policy_binary_new(int maxattr, int attrtype, u16 max_len)
+{
+	struct nla_policy *policy;
+
+	if (maxattr < 0 || attrtype < 0 || attrtype > maxattr)
+		return NULL;
+	policy = kcalloc(maxattr + 1, sizeof(*policy), GFP_KERNEL);
+	if (!policy)
+		return NULL;
+	policy[attrtype].type = NLA_BINARY;
+	policy[attrtype].len = max_len;
+	return policy;
+}
+
+void kapi_nla_policy_free(const struct nla_policy *policy)
+{
+	kfree(policy);
+}
+
+void kapi_sysfs_attr_init(struct attribute *attr)
+{
+	sysfs_attr_init(attr);
+}

@@ -1,0 +1,17 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The switch's pure code: no `unsafe`, no kernel API beyond fallible
+//! allocation, compiled unchanged into the host tests (`tools/ptbl-tests`,
+//! against the small `kernel` stand-in in `tools/kernel-shim`), where it is
+//! property-tested against reference models with overflow checks on.
+//!
+//! - [`ptbl`]: the chunked, bit-packed page table (geometry, lookup, windows,
+//!   chunk frees, copy-on-write derivation);
+//! - [`region`]: sector offset → region index;
+//! - [`wire`]: the DM_SWITCH wire format (decoding requests, building replies);
+//! - [`message`]: the `set_region_mappings` message grammar.
+
+pub(crate) mod message;
+pub(crate) mod ptbl;
+pub(crate) mod region;
+pub(crate) mod wire;
