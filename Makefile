@@ -8,10 +8,14 @@
 #   make fmt / fmtcheck  rustfmt the kernel crate and the tools
 
 SHELL := /bin/bash
-KDIR ?= $(shell scripts/build-kernel.sh debug 2>/dev/null | tail -n1)
-KMAKE = $(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=-19 RUSTC=/usr/bin/rustc \
-	RUSTDOC=/usr/bin/rustdoc BINDGEN=/opt/dm-switch/bindgen/bin/bindgen \
-	CLIPPY_DRIVER=/usr/bin/clippy-driver PATH=/usr/bin:$(PATH)
+# The kernel toolchain arguments and the cached test kernel's directory come
+# from scripts/lib.sh, where they are defined once. Computing the directory
+# builds nothing: only `make` (modules) builds the test kernel, if missing.
+LIB := source scripts/lib.sh 2>/dev/null
+TOOLCHAIN := $(shell $(LIB) && echo "$${KMAKE_ARGS[*]}")
+TEST_KDIR := $(shell $(LIB) && kernel_build_dir debug 2>/dev/null)
+KDIR ?= $(TEST_KDIR)
+KMAKE = $(MAKE) -C $(KDIR) M=$(CURDIR) $(TOOLCHAIN) PATH=/usr/bin:$(PATH)
 # rustfmt follows the crate's `mod` items from its root into every folder.
 KERNEL_RS := dm_switch.rs
 
@@ -20,11 +24,18 @@ KERNEL_RS := dm_switch.rs
 all: modules
 
 modules:
-	@test -n "$(KDIR)" || { echo "no kernel tree: run 'make kernel' or pass KDIR=" >&2; exit 1; }
+	@if [ "$(KDIR)" = "$(TEST_KDIR)" ] && [ ! -f "$(KDIR)/.dm-switch-complete" ]; then \
+	  echo "building the test kernel first (make kernel; ~15 min cold)" >&2; \
+	  scripts/build-kernel.sh debug >/dev/null || exit 1; fi
 	$(KMAKE) modules
 
+# Never builds a kernel: with no kernel tree at hand, the build products are
+# removed by name.
 clean:
-	@test -z "$(KDIR)" || $(KMAKE) clean
+	@if [ -f "$(KDIR)/Makefile" ]; then $(KMAKE) clean; else \
+	  find . -path ./tools -prune -o -path ./tests -prune -o -type f \( -name '*.o' -o -name '*.ko' \
+	    -o -name '*.mod' -o -name '*.mod.c' -o -name '.*.cmd' -o -name '*.d' -o -name '*.rmeta' \
+	    -o -name Module.symvers -o -name modules.order \) -print0 | xargs -0 rm -f; fi
 	rm -f kapi/bindings_generated.rs
 
 kernel:

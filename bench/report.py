@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Turns bench/raw-MODE.json (what the guest measured) into bench/results.json,
+"""Turns bench/raw-MODE.json.gz (what the guest measured) into bench/results.json,
 bench/results.md and bench/iops.png. Usage: report.py BENCH_DIR"""
+import gzip
 import json
 import math
 import os
@@ -206,7 +207,7 @@ def md(results, meta):
              "instructions executed, so IOPS ratios are path-length ratios, repeatable to ~0.2%; the targets are "
              "judged here); **plain** = TCG with all vCPUs (absolute figures, noisy: ±30% between runs is normal).\n")
     L.append("Files: [results.json](results.json) (everything below, plus all raw samples in "
-             "[raw-icount.json](raw-icount.json) and [raw-plain.json](raw-plain.json)), [iops.png](iops.png).\n")
+             "`raw-icount.json.gz` and `raw-plain.json.gz`, gzip-compressed), [iops.png](iops.png).\n")
     L.append("![IOPS relative to dm-linear](iops.png)\n")
 
     # targets
@@ -425,9 +426,10 @@ def main():
         meta = json.load(open(mp))
     results = {"ratios": {}, "targets": TARGETS, "modes": {}, "run": meta}
     for mode in ("icount", "plain"):
-        p = os.path.join(bench, f"raw-{mode}.json")
+        p = os.path.join(bench, f"raw-{mode}.json.gz")
         if os.path.exists(p):
-            results["modes"][mode] = mode_results(json.load(open(p)))
+            with gzip.open(p, "rt") as f:
+                results["modes"][mode] = mode_results(json.load(f))
     if "icount" in results["modes"]:
         results["ratios"] = headline(results["modes"]["icount"])
     if "plain" in results["modes"]:

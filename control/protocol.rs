@@ -15,15 +15,14 @@ use crate::kapi::{
     genl::{self, Capability, Reply, Request},
 };
 use crate::pure::{
-    ptbl::{PageTable, UpdateError, CHUNK_SHIFT},
-    wire::{
-        self, Echo, Response, WireError, ATTR_MSG, ATTR_RESPONSE, CMD_GET_PAGE_TBL, FAMILY_VERSION,
-        MAX_IPC_MSG_LEN, RESPONSE_LEN,
+    abi::{
+        ATTR_MSG, ATTR_RESPONSE, CMD_GET_PAGE_TBL, FAMILY_NAME, FAMILY_VERSION, MAX_IPC_MSG_LEN,
     },
+    ptbl::{PageTable, UpdateError, CHUNK_SHIFT},
+    wire::{self, Echo, Response, WireError, RESPONSE_LEN},
 };
 use core::fmt;
-use kernel::c_str;
-use kernel::{prelude::*, str::CStr, sync::Arc};
+use kernel::{prelude::*, sync::Arc};
 
 /// Why an upload was refused.
 enum Refusal {
@@ -91,7 +90,8 @@ impl Protocol {
         if !request.sender_capable(Capability::SYS_ADMIN) {
             return Err(Refusal::NotPermitted);
         }
-        let req = wire::Request::parse(msg).map_err(Refusal::Wire)?;
+        let parsed = wire::Request::parse(msg).map_err(Refusal::Wire)?;
+        let req = parsed.header;
         let no_target = Refusal::NoLiveTarget(req.dev_major, req.dev_minor);
         let instance = DevT::new(req.dev_major, req.dev_minor)
             .and_then(|devt| self.registry.find_live(devt))
@@ -105,7 +105,7 @@ impl Protocol {
             if req.page_count == 0 {
                 table.free_chunk(req.page_offset >> CHUNK_SHIFT);
             } else {
-                table.set_entries(req.entries())?;
+                table.set_entries(parsed.entries())?;
             }
             table.set_userland(req.userland);
             Ok(KBox::new(table, GFP_KERNEL)?)
@@ -119,11 +119,14 @@ impl Protocol {
 }
 
 impl genl::Handler for Protocol {
-    const NAME: &'static CStr = c_str!("DM_SWITCH");
-    const VERSION: u32 = FAMILY_VERSION;
+    const NAME: &'static str = FAMILY_NAME;
+    const VERSION: u32 = FAMILY_VERSION as u32;
     const CMD: u8 = CMD_GET_PAGE_TBL;
     const REQUEST_ATTR: u16 = ATTR_MSG;
-    const REQUEST_MAX_LEN: u16 = MAX_IPC_MSG_LEN;
+    const REQUEST_MAX_LEN: u16 = {
+        const { assert!(MAX_IPC_MSG_LEN <= u16::MAX as usize) };
+        MAX_IPC_MSG_LEN as u16
+    };
     const REPLY_LEN: usize = RESPONSE_LEN;
 
     fn handle(&self, request: &Request<'_>, reply: Reply<'_>) -> Result {

@@ -12,12 +12,12 @@
 
 use crate::kapi::bindings as b;
 use core::{marker::PhantomData, ptr::NonNull};
-use kernel::{bindings as kb, error::to_result, ffi, prelude::*, str::CStr, ThisModule};
+use kernel::{bindings as kb, error::to_result, ffi, prelude::*, ThisModule};
 
 /// A family's one command.
 pub(crate) trait Handler: Send + Sync + Sized {
-    /// Family name (at most 15 bytes).
-    const NAME: &'static CStr;
+    /// Family name (at most 15 bytes, no NUL).
+    const NAME: &'static str;
     /// Family version.
     const VERSION: u32;
     /// The command number.

@@ -7,10 +7,33 @@
 //! overflow-checked and the whole message is all-or-nothing: it is applied to
 //! a table that is published only if every argument was valid.
 //!
-//! Pure code, also compiled into the host tests.
+//! The one parser of this grammar: the kernel applies it to the page table
+//! being built (`ptbl::Editor`), the agent (`--region-mappings`,
+//! which compiles this file through `#[path]`) to its own packed table. Both
+//! implement [`Regions`]. Pure code, also compiled into the host tests.
 
-use super::ptbl::{Editor, UpdateError};
 use core::fmt;
+
+/// A region table a message edits.
+pub(crate) trait Regions {
+    /// Regions in the table.
+    fn page_total(&self) -> u32;
+    /// The path `region` (< `page_total`) is on now (0 when unmapped).
+    fn path(&self, region: u32) -> u32;
+    /// Puts `region` on `path`.
+    fn set(&mut self, region: u32, path: u32) -> Result<(), SetError>;
+}
+
+/// Why [`Regions::set`] refused an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SetError {
+    /// The region is not below `page_total`.
+    RegionOutOfRange,
+    /// The path does not exist.
+    NoSuchPath,
+    /// Memory for the new table could not be allocated.
+    NoMemory,
+}
 
 /// Why a `set_region_mappings` message was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,9 +103,10 @@ fn hex(s: &[u8]) -> Option<Result<u32, ()>> {
 }
 
 /// Applies the mapping arguments (after the `set_region_mappings` word) to
-/// the table behind `editor`. On error the table must be discarded.
+/// `table`. On error the table must be discarded: earlier arguments may have
+/// been applied.
 pub(crate) fn apply<'a>(
-    editor: &mut Editor<'_>,
+    table: &mut impl Regions,
     args: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<(), MessageError> {
     let mut last: Option<u32> = None;
@@ -106,13 +130,15 @@ pub(crate) fn apply<'a>(
                 return Err(MessageError::BadCycle(i, cycle));
             }
             let end = u64::from(cur) + u64::from(count);
-            if end >= u64::from(editor.page_total()) {
+            if end >= u64::from(table.page_total()) {
                 return Err(MessageError::RegionOutOfRange(i, end));
             }
             for region in cur + 1..=cur + count {
                 // region - cycle >= cur + 1 - cycle >= 0 by the check above.
-                let path = editor.get(region - cycle).unwrap_or(0);
-                editor.set(region, path).map_err(|e| table_error(i, e))?;
+                let path = table.path(region - cycle);
+                table
+                    .set(region, path)
+                    .map_err(|e| set_error(i, region, path, e))?;
             }
             last = Some(cur + count);
             continue;
@@ -129,7 +155,9 @@ pub(crate) fn apply<'a>(
             num(&arg[..colon])?
         };
         let path = num(&arg[colon + 1..])?;
-        editor.set(region, path).map_err(|e| table_error(i, e))?;
+        table
+            .set(region, path)
+            .map_err(|e| set_error(i, region, path, e))?;
         last = Some(region);
     }
     if seen == 0 {
@@ -138,10 +166,10 @@ pub(crate) fn apply<'a>(
     Ok(())
 }
 
-fn table_error(i: usize, e: UpdateError) -> MessageError {
+fn set_error(i: usize, region: u32, path: u32, e: SetError) -> MessageError {
     match e {
-        UpdateError::RegionOutOfRange(r) => MessageError::RegionOutOfRange(i, u64::from(r)),
-        UpdateError::NoSuchPath(_, p) => MessageError::NoSuchPath(i, p),
-        UpdateError::NoMemory => MessageError::NoMemory,
+        SetError::RegionOutOfRange => MessageError::RegionOutOfRange(i, u64::from(region)),
+        SetError::NoSuchPath => MessageError::NoSuchPath(i, path),
+        SetError::NoMemory => MessageError::NoMemory,
     }
 }

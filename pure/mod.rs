@@ -5,12 +5,18 @@
 //! against the small `kernel` stand-in in `tools/kernel-shim`), where it is
 //! property-tested against reference models with overflow checks on.
 //!
+//! - [`abi`]: the DM_SWITCH ABI (numbers, layout, packing), shared with the
+//!   agent;
 //! - [`ptbl`]: the chunked, bit-packed page table (geometry, lookup, windows,
 //!   chunk frees, copy-on-write derivation);
 //! - [`region`]: sector offset → region index;
 //! - [`wire`]: the DM_SWITCH wire format (decoding requests, building replies);
 //! - [`message`]: the `set_region_mappings` message grammar.
 
+// Shared with the agent, whose public API these items are: the kernel uses
+// only part of them.
+#[allow(unreachable_pub, dead_code)]
+pub(crate) mod abi;
 pub(crate) mod message;
 pub(crate) mod ptbl;
 pub(crate) mod region;

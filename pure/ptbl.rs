@@ -18,13 +18,15 @@
 //! This file is also compiled into the host tests (`tools/ptbl-tests`) against
 //! a small stand-in for the two `kernel` items it uses.
 
+use super::abi;
+use super::message::{Regions, SetError};
 use kernel::alloc::{flags::GFP_KERNEL, AllocError, KVVec};
 use kernel::sync::Arc;
 
-/// log2 of the entries per chunk.
-pub(crate) const CHUNK_SHIFT: u32 = 13;
-/// Entries per chunk (the RFC's `CHUNK_PTE_COUNT`).
-pub(crate) const CHUNK_ENTRIES: u32 = 1 << CHUNK_SHIFT;
+/// log2 of the entries per chunk (the ABI's `CHUNK_PTE_SHIFT`).
+pub(crate) const CHUNK_SHIFT: u32 = abi::CHUNK_PTE_SHIFT;
+/// Entries per chunk (the ABI's `CHUNK_PTE_COUNT`).
+pub(crate) const CHUNK_ENTRIES: u32 = abi::CHUNK_PTE_COUNT;
 const CHUNK_MASK: u32 = CHUNK_ENTRIES - 1;
 
 /// Why an update was refused.
@@ -301,16 +303,30 @@ impl Editor<'_> {
         }
     }
 
-    /// Regions in the table being edited.
-    pub(crate) fn page_total(&self) -> u32 {
-        self.table.page_total
-    }
-
     /// Stores the open chunk; the table is then complete.
     pub(crate) fn finish(mut self) -> Result<(), UpdateError> {
         if let Some((i, words)) = self.open.take() {
             self.table.store_chunk(i, words)?;
         }
         Ok(())
+    }
+}
+
+/// `set_region_mappings` messages edit the table through its editor.
+impl Regions for Editor<'_> {
+    fn page_total(&self) -> u32 {
+        self.table.page_total
+    }
+
+    fn path(&self, region: u32) -> u32 {
+        self.get(region).unwrap_or(0)
+    }
+
+    fn set(&mut self, region: u32, path: u32) -> Result<(), SetError> {
+        Editor::set(self, region, path).map_err(|e| match e {
+            UpdateError::RegionOutOfRange(_) => SetError::RegionOutOfRange,
+            UpdateError::NoSuchPath(..) => SetError::NoSuchPath,
+            UpdateError::NoMemory => SetError::NoMemory,
+        })
     }
 }

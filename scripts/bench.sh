@@ -5,7 +5,7 @@
 #   icount  TCG with -icount shift=0,sleep=off, one vCPU: guest time ~
 #           instructions, so ratios repeat to a fraction of a percent; the
 #           targets are judged on this mode
-# Writes bench/raw-MODE.json (what the guest measured), bench/run-meta.json,
+# Writes bench/raw-MODE.json.gz (what the guest measured), bench/run-meta.json,
 # bench/results.json, bench/results.md and bench/iops.png.
 #
 # Usage: scripts/bench.sh [--modes "plain icount"] [--parallel] [--quick] [--report-only]
@@ -142,7 +142,7 @@ for mode in $modes; do
     tail -20 "$out/guest.log" >&2
     die "mode $mode produced no results (see $out/guest.log)"
   fi
-  cp "$out/raw-$mode.json" "$bench/raw-$mode.json"
+  gzip -9n <"$out/raw-$mode.json" >"$bench/raw-$mode.json.gz"
   "$PY" - "$meta" "$mode" "$wall" "$rc" "$args" <<'EOF'
 import json, sys
 path, mode, wall, rc, args = sys.argv[1:]

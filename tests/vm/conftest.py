@@ -2,18 +2,19 @@
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
-import nl  # noqa: E402
-from placement import marker, read_at, write_at  # noqa: E402,F401
+from dmtest import nl
+from dmtest.klog import KmsgScanner
+from dmtest.placement import marker, read_at, write_at  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
+TESTS = REPO / "tests"
+# Child Python processes (some under other credentials) import dmtest too.
+os.environ["PYTHONPATH"] = str(TESTS)
 MODULE = REPO / "dm_switch.ko"
 AGENT = REPO / "tools" / "target" / "release" / "dm-switch"
 SYS = Path("/sys/module/dm_switch")
@@ -150,7 +151,7 @@ def parse_status(text):
 
 
 # ---------------------------------------------------------------- I/O
-# O_DIRECT helpers, shared with the fuzzers (tests/fuzz/placement.py, which
+# O_DIRECT helpers, shared with the fuzzers (tests/dmtest/placement.py, which
 # must not import pytest): write_at(path, offset, data), read_at(path,
 # offset, length), marker(tag, length).
 
@@ -283,3 +284,19 @@ def ctr_error(table, name="swbad"):
     log = kmsg_since(mark)
     m = re.findall(r"switch: (.*?)\n", log)
     return m[-1] if m else log
+
+
+# ---------------------------------------------------------------- kernel log
+
+@pytest.fixture
+def kernel_log_guard(request):
+    """Follows /dev/kmsg during each test: any report fails the test, even if
+    the ring buffer wraps before the harness reads it."""
+    scan = KmsgScanner()
+    yield scan
+    reports = scan.stop()
+    out = os.environ.get("DM_SWITCH_OUT")
+    if reports and out:
+        (Path(out) / f"reports-{request.node.name}.txt").write_text(scan.summary())
+    assert not reports, f"kernel reports during {request.node.name}:\n{scan.summary()}"
+    assert scan.lost == 0, f"{scan.lost} kernel log records were overwritten before they could be scanned"

@@ -5,7 +5,7 @@ import time
 
 
 from conftest import SECTOR, Switch, marker, read_at, sh, write_at
-import nl
+from dmtest import nl, wire
 
 
 def rr_table(length, region, paths, starts=None):
@@ -132,7 +132,7 @@ def test_reload_same_geometry_inherits_mapping(env):
     sw.placed(lambda r: 2, range(1, 32, 5), "b")
     # The inherited table still takes uploads: it is live.
     c = nl.Client()
-    resp = c.send(nl.pgtable(dev.major, dev.minor, 32, 0, [1] * 32, 3, 2))
+    resp = c.send(wire.pgtable(dev.major, dev.minor, 32, 0, [1] * 32, 3, 2))
     c.close()
     assert resp.status == 0, resp
     sw.placed(lambda r: 1, range(2, 32, 5), "c")
@@ -152,10 +152,10 @@ def test_reload_new_geometry_starts_empty(env):
 def test_inactive_table_is_not_addressed(env, client):
     dev = Switch(env, "swina", regions=32, region=128).dev
     sh(f"dmsetup suspend {dev.name}")
-    resp = client.send(nl.pgtable(dev.major, dev.minor, 32, 0, [1] * 32, 3, 2))
+    resp = client.send(wire.pgtable(dev.major, dev.minor, 32, 0, [1] * 32, 3, 2))
     assert resp.status == 19 and "no live switch target" in resp.err_str, resp  # ENODEV
     sh(f"dmsetup resume {dev.name}")
-    assert client.send(nl.pgtable(dev.major, dev.minor, 32, 0, [1] * 32, 3, 2)).status == 0
+    assert client.send(wire.pgtable(dev.major, dev.minor, 32, 0, [1] * 32, 3, 2)).status == 0
 
 
 def test_lifecycle_under_io(env, client):
@@ -173,7 +173,7 @@ def test_lifecycle_under_io(env, client):
         sh(f"dmsetup suspend {dev.name} && dmsetup resume {dev.name}")
         dev.reload(table if n % 2 else sw.table(region=64))
         sh(f"dmsetup resume {dev.name}")
-        resp = client.send(nl.pgtable(dev.major, dev.minor, 64, 0, [n % 3] * 64, 3, 2))
+        resp = client.send(wire.pgtable(dev.major, dev.minor, 64, 0, [n % 3] * 64, 3, 2))
         assert resp.status in (0, 19), resp
         n += 1
     out, _ = fio.communicate(timeout=120)
@@ -182,5 +182,5 @@ def test_lifecycle_under_io(env, client):
     r = sh(f"dmsetup info {dev.name}", check=False)
     assert r.returncode != 0
     # Upload to the removed device: refused, nothing dangling.
-    resp = client.send(nl.pgtable(dev.major, dev.minor, 64, 0, [1] * 64, 3, 2))
+    resp = client.send(wire.pgtable(dev.major, dev.minor, 64, 0, [1] * 64, 3, 2))
     assert resp.status == 19, resp

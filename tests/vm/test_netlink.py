@@ -1,14 +1,13 @@
 """Issue 5: the DM_SWITCH upload ABI and set_region_mappings, proven from the
-header alone with an independent client (nl.py), placement read from the paths."""
+header alone with an independent client (dmtest/nl.py), placement read from the paths."""
 import random
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from conftest import Switch, sh
-import nl
+from dmtest import nl, wire
 
 EINVAL, EPERM, ENODEV = 22, 1, 19
 
@@ -18,7 +17,7 @@ def test_single_window_upload_and_status(env, client):
     dev = sw.dev
     rng = random.Random(1)
     mapping = [rng.randrange(3) for _ in range(64)]
-    resp = client.send(nl.pgtable(dev.major, dev.minor, 64, 0, mapping, 3, 2, userland=(0x1234, 0xABCDEF01)))
+    resp = client.send(wire.pgtable(dev.major, dev.minor, 64, 0, mapping, 3, 2, userland=(0x1234, 0xABCDEF01)))
     assert (resp.status, resp.err_str, resp.total_len, resp.opcode) == (0, "", 284, 1), resp
     assert (resp.dev_major, resp.dev_minor, resp.userland) == (dev.major, dev.minor, (0x1234, 0xABCDEF01))
     s0 = dev.status()
@@ -48,37 +47,37 @@ def test_chunk_free_and_table_replacement(env, client):
     mapping = [1 + (r % 2) for r in range(20000)]
     assert all(r.status == 0 for r in nl.upload(client, dev.major, dev.minor, mapping, 3, 2))
     # Free chunk 1 (regions 8192..16383): they go to path 0, counted unmapped.
-    resp = client.send(nl.pgtable(dev.major, dev.minor, 20000, 8192, [], 3, 2))
+    resp = client.send(wire.pgtable(dev.major, dev.minor, 20000, 8192, [], 3, 2))
     assert resp.status == 0, resp
     s0 = dev.status()
     sw.placed({8191: mapping[8191], 8192: 0, 16383: 0, 16384: mapping[16384]},
            [8191, 8192, 16383, 16384], "f")
     assert dev.status()["unmapped"] - s0["unmapped"] == 2
     # A window with other pte_bits replaces the table: outside it, unmapped.
-    resp = client.send(nl.pgtable(dev.major, dev.minor, 20000, 0, [2] * 16, 3, 4))
+    resp = client.send(wire.pgtable(dev.major, dev.minor, 20000, 0, [2] * 16, 3, 4))
     assert resp.status == 0, resp
     sw.placed({0: 2, 15: 2, 16: 0, 19999: 0}, [0, 15, 16, 19999], "g")
 
 
 def refusals(dev):
     M, m = dev.major, dev.minor
-    good = nl.pgtable(M, m, 64, 0, [1] * 64, 3, 2)
+    good = wire.pgtable(M, m, 64, 0, [1] * 64, 3, 2)
     short = good[:39]
     return [
         ("short", short, EINVAL, "too short"),
-        ("opcode", nl.pgtable(M, m, 64, 0, [1] * 64, 3, 2, opcode=2), EINVAL, "opcode"),
-        ("bits0", nl.pgtable(M, m, 64, 0, [1] * 16, 3, 0, packed=b"\0" * 64), EINVAL, "pte_bits"),
-        ("bits33", nl.pgtable(M, m, 64, 0, [1] * 16, 3, 33, packed=b"\0" * 64), EINVAL, "pte_bits"),
-        ("narrow", nl.pgtable(M, m, 64, 0, [1] * 64, 3, 1), EINVAL, "too narrow"),
-        ("devcount", nl.pgtable(M, m, 64, 0, [1] * 64, 4, 2), EINVAL, "dev_count"),
-        ("unaligned", nl.pgtable(M, m, 64, 1, [1] * 32, 3, 2), EINVAL, "unaligned"),
-        ("pastend", nl.pgtable(M, m, 64, 48, [1] * 32, 3, 2), EINVAL, "past the table"),
-        ("wrap", nl.pgtable(M, m, 0xFFFFFFFF, 0xFFFFFFF0, [1] * 32, 3, 2), EINVAL, "past the table"),
-        ("truncated", nl.pgtable(M, m, 64, 0, [1] * 64, 3, 2, page_count=64, packed=b"\x55" * 8), EINVAL, "incomplete"),
-        ("badentry", nl.pgtable(M, m, 64, 0, [1] * 10 + [3] + [1] * 53, 3, 2), EINVAL, "past dev_count"),
-        ("nodev", nl.pgtable(M, m + 77, 64, 0, [1] * 64, 3, 2), ENODEV, "no live switch target"),
-        ("hugemajor", nl.pgtable(0xFFFFFFFF, 0xFFFFFFFF, 64, 0, [1] * 64, 3, 2), ENODEV, "no live switch target"),
-        ("freeunaligned", nl.pgtable(M, m, 64, 16, [], 3, 2), EINVAL, "cannot free"),
+        ("opcode", wire.pgtable(M, m, 64, 0, [1] * 64, 3, 2, opcode=2), EINVAL, "opcode"),
+        ("bits0", wire.pgtable(M, m, 64, 0, [1] * 16, 3, 0, packed=b"\0" * 64), EINVAL, "pte_bits"),
+        ("bits33", wire.pgtable(M, m, 64, 0, [1] * 16, 3, 33, packed=b"\0" * 64), EINVAL, "pte_bits"),
+        ("narrow", wire.pgtable(M, m, 64, 0, [1] * 64, 3, 1), EINVAL, "too narrow"),
+        ("devcount", wire.pgtable(M, m, 64, 0, [1] * 64, 4, 2), EINVAL, "dev_count"),
+        ("unaligned", wire.pgtable(M, m, 64, 1, [1] * 32, 3, 2), EINVAL, "unaligned"),
+        ("pastend", wire.pgtable(M, m, 64, 48, [1] * 32, 3, 2), EINVAL, "past the table"),
+        ("wrap", wire.pgtable(M, m, 0xFFFFFFFF, 0xFFFFFFF0, [1] * 32, 3, 2), EINVAL, "past the table"),
+        ("truncated", wire.pgtable(M, m, 64, 0, [1] * 64, 3, 2, page_count=64, packed=b"\x55" * 8), EINVAL, "incomplete"),
+        ("badentry", wire.pgtable(M, m, 64, 0, [1] * 10 + [3] + [1] * 53, 3, 2), EINVAL, "past dev_count"),
+        ("nodev", wire.pgtable(M, m + 77, 64, 0, [1] * 64, 3, 2), ENODEV, "no live switch target"),
+        ("hugemajor", wire.pgtable(0xFFFFFFFF, 0xFFFFFFFF, 64, 0, [1] * 64, 3, 2), ENODEV, "no live switch target"),
+        ("freeunaligned", wire.pgtable(M, m, 64, 16, [], 3, 2), EINVAL, "cannot free"),
     ]
 
 
@@ -86,7 +85,7 @@ def test_refusals_leave_mapping_unchanged(env, client):
     sw = Switch(env, "swnl4")
     dev = sw.dev
     mapping = [(r * 7) % 3 for r in range(64)]
-    assert client.send(nl.pgtable(dev.major, dev.minor, 64, 0, mapping, 3, 2, userland=(5, 6))).status == 0
+    assert client.send(wire.pgtable(dev.major, dev.minor, 64, 0, mapping, 3, 2, userland=(5, 6))).status == 0
     for i, (name, msg, err, text) in enumerate(refusals(dev)):
         resp = client.send(msg)
         assert resp.status == err, (name, resp)
@@ -106,8 +105,8 @@ def test_window_ending_at_the_last_region_of_the_largest_table(env, client):
     dev = sw.dev
     offset, count = 0xFFFFE000 - 16, 0x1FFF + 16
     values = [(r * 5) % 3 for r in range(count)]
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import nl; c = nl.Client(); "
-            f"r = c.send(nl.pgtable({dev.major}, {dev.minor}, 0xFFFFFFFF, {offset}, {values!r}, 3, 2)); "
+    code = ("from dmtest import nl, wire; c = nl.Client(); "
+            f"r = c.send(wire.pgtable({dev.major}, {dev.minor}, 0xFFFFFFFF, {offset}, {values!r}, 3, 2)); "
             "print(r.status, r.err_str)")
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert child.returncode == 0 and child.stdout.split() == ["0"], (child.returncode, child.stdout,
@@ -116,7 +115,7 @@ def test_window_ending_at_the_last_region_of_the_largest_table(env, client):
     sw.placed(lambda r: 0, [0, 1, 63], "e")
     # The device takes the next upload (the update lock was released).
     mapping = [(r * 7) % 3 for r in range(64)]
-    assert client.send(nl.pgtable(dev.major, dev.minor, 64, 0, mapping, 3, 2)).status == 0
+    assert client.send(wire.pgtable(dev.major, dev.minor, 64, 0, mapping, 3, 2)).status == 0
     sw.placed(mapping, range(64), "n")
 
 
@@ -130,19 +129,17 @@ def test_genl_core_refusals_are_nlmsg_errors(client):
     with pytest.raises(nl.NetlinkError) as e:
         client.request(fid, 7, 1, b"")
     assert e.value.errno in (95, 22)  # EOPNOTSUPP for an unknown command
-    too_long = nl._attr(nl.ATTR_MSG, b"\0" * 65481)
+    too_long = nl._attr(wire.ATTR_MSG, b"\0" * (wire.MAX_MSG + 1))
     with pytest.raises(nl.NetlinkError) as e:
-        client.request(fid, nl.CMD_GET_PAGE_TBL, 1, too_long)
+        client.request(fid, wire.CMD_GET_PAGE_TBL, 1, too_long)
     assert e.value.errno in (22, 34)  # EINVAL / ERANGE from attribute validation
 
 
 PRIV_SCRIPT = """
-import sys
-sys.path.insert(0, {dir!r})
-import nl
+from dmtest import nl, wire
 c = nl.Client()
 try:
-    r = c.send(nl.pgtable({M}, {m}, 64, 0, [2] * 64, 3, 2))
+    r = c.send(wire.pgtable({M}, {m}, 64, 0, [2] * 64, 3, 2))
     print("status", r.status, r.err_str)
 except nl.NetlinkError as e:
     print("nlerr", e.errno)
@@ -154,10 +151,9 @@ def test_privilege(env):
     dev = sw.dev
     mapping = [1] * 64
     c = nl.Client()
-    assert c.send(nl.pgtable(dev.major, dev.minor, 64, 0, mapping, 3, 2)).status == 0
+    assert c.send(wire.pgtable(dev.major, dev.minor, 64, 0, mapping, 3, 2)).status == 0
     c.close()
-    import os
-    script = PRIV_SCRIPT.format(dir=os.path.dirname(nl.__file__), M=dev.major, m=dev.minor)
+    script = PRIV_SCRIPT.format(M=dev.major, m=dev.minor)
     # CAP_NET_ADMIN without CAP_SYS_ADMIN: the handler refuses with EPERM.
     out = sh(f"capsh --drop=cap_sys_admin -- -c 'python3 -c \"$0\"' {shq(script)}").stdout
     assert out.startswith("status 1 ") and "CAP_SYS_ADMIN" in out, out

@@ -55,7 +55,7 @@ pub enum Command {
         long_about = "Upload a region table to a switch device, or free one kernel chunk.\n\n\
 Defaults come from `dmsetup table`: page_total = ceil(length / region size),\n\
 pte_bits = max(1, ceil(log2(path count))). The table is sent in as few\n\
-windows as a 65480-byte message allows; every reply is checked.\n\n\
+windows as the largest message (MAX_IPC_MSG_LEN) allows; every reply is checked.\n\n\
 Mapping file format (--file): one `REGION PATH` or `FIRST-LAST PATH` per\n\
 line, decimal; `#` starts a comment; blank lines are ignored; regions not\n\
 named map to path 0; a later line overrides an earlier one.\n\n\

@@ -225,113 +225,60 @@ fn path_range_msg(path: u64, dev_count: u32) -> String {
     )
 }
 
-/// Parses hex digits (no prefix) at the start of `s`, overflow-checked.
-/// Returns the value and the rest; no digits gives 0, like the kernel.
-fn parse_hex(s: &str) -> Result<(u64, &str), ()> {
-    let end = s.find(|c: char| !c.is_ascii_hexdigit()).unwrap_or(s.len());
-    let mut v: u64 = 0;
-    for c in s[..end].chars() {
-        let d = u64::from(c.to_digit(16).unwrap_or(0));
-        v = v.checked_mul(16).and_then(|v| v.checked_add(d)).ok_or(())?;
+/// The `set_region_mappings` grammar: the kernel module's own parser
+/// (`pure/message.rs`), so `--region-mappings` accepts and refuses exactly
+/// what `dmsetup message ... set_region_mappings` does.
+// The agent's table is allocated up front: an edit never runs out of memory.
+#[allow(dead_code)]
+#[path = "../../../pure/message.rs"]
+mod grammar;
+
+/// A [`PackedTable`] of a target with `dev_count` paths, as the grammar
+/// edits it.
+struct Edit<'a> {
+    table: &'a mut PackedTable,
+    dev_count: u32,
+}
+
+impl grammar::Regions for Edit<'_> {
+    fn page_total(&self) -> u32 {
+        // Tables are made from a u32 page_total.
+        u32::try_from(self.table.len()).unwrap_or(u32::MAX)
     }
-    Ok((v, &s[end..]))
+
+    fn path(&self, region: u32) -> u32 {
+        self.table.get(u64::from(region))
+    }
+
+    fn set(&mut self, region: u32, path: u32) -> Result<(), grammar::SetError> {
+        if u64::from(region) >= self.table.len() {
+            return Err(grammar::SetError::RegionOutOfRange);
+        }
+        if path >= self.dev_count {
+            return Err(grammar::SetError::NoSuchPath);
+        }
+        self.table.set(u64::from(region), path);
+        Ok(())
+    }
 }
 
 /// Applies an upstream dm-switch `set_region_mappings` argument string to
 /// `table` (of `table.len()` regions, `dev_count` paths).
 ///
-/// Tokens (hexadecimal, no prefix, separated by whitespace):
-/// `IDX:PATH` sets region IDX to PATH; `:PATH` sets the region after the
-/// previous one; `Rn,m` writes the next m regions, each copying the region n
-/// before it (so the last n mappings repeat over the next m slots). The first
-/// token must be `IDX:PATH`. Every number, index and repeat is
-/// overflow-checked; errors name the token.
+/// Tokens (hexadecimal, no prefix, separated by whitespace): `IDX:PATH` sets
+/// region IDX to PATH; `:PATH` sets the region after the previous one; `Rn,m`
+/// writes the next m regions, each copying the region n before it (so the
+/// last n mappings repeat over the next m slots). The first token must name
+/// a region. Every number is overflow-checked (32 bits); errors name the
+/// token by its position, as the kernel logs them.
 pub fn apply_region_mappings(
     spec: &str,
     table: &mut PackedTable,
     dev_count: u32,
 ) -> Result<(), String> {
-    let nr_regions = table.len();
-    let mut region: u64 = 0;
-    let mut any = false;
-    for (i, tok) in spec.split_ascii_whitespace().enumerate() {
-        let n = i + 1;
-        let bad = |why: &str| format!("region mapping token {n} `{tok}`: {why}");
-        let too_big = || bad("number too large");
-        any = true;
-        if let Some(rest) = tok.strip_prefix(['R', 'r']) {
-            if i == 0 {
-                return Err(bad("the first token must be IDX:PATH, not a repeat"));
-            }
-            let (cycle, rest) = parse_hex(rest).map_err(|_| too_big())?;
-            let Some(rest) = rest.strip_prefix(',') else {
-                return Err(bad("expected Rn,m with hexadecimal n and m"));
-            };
-            if tok.len() < 2 || tok.as_bytes()[1] == b',' || rest.is_empty() {
-                return Err(bad("expected Rn,m with hexadecimal n and m"));
-            }
-            let (count, rest) = parse_hex(rest).map_err(|_| too_big())?;
-            if !rest.is_empty() {
-                return Err(bad("expected Rn,m with hexadecimal n and m"));
-            }
-            if cycle == 0 || cycle - 1 > region {
-                return Err(bad(&format!(
-                    "repeat length {cycle:#x} must be between 0x1 and {:#x} (the current region + 1)",
-                    region + 1
-                )));
-            }
-            match region.checked_add(count) {
-                Some(end) if end < nr_regions => {}
-                _ => {
-                    return Err(bad(&format!(
-                        "repeat past the end: region {region:#x} + {count:#x} is not below {nr_regions:#x}"
-                    )))
-                }
-            }
-            for _ in 0..count {
-                region += 1;
-                let p = table.get(region - cycle);
-                table.set(region, p);
-            }
-            continue;
-        }
-        let rest = if let Some(rest) = tok.strip_prefix(':') {
-            if i == 0 {
-                return Err(bad("the first token must be IDX:PATH, not :PATH"));
-            }
-            region = region
-                .checked_add(1)
-                .ok_or_else(|| bad("region index overflows"))?;
-            rest
-        } else {
-            let (idx, rest) = parse_hex(tok).map_err(|_| too_big())?;
-            let Some(rest) = rest.strip_prefix(':') else {
-                return Err(bad("expected IDX:PATH, :PATH or Rn,m (hexadecimal)"));
-            };
-            region = idx;
-            rest
-        };
-        if rest.is_empty() {
-            return Err(bad("missing path number after `:`"));
-        }
-        let (path, tail) = parse_hex(rest).map_err(|_| too_big())?;
-        if !tail.is_empty() {
-            return Err(bad("path must be a hexadecimal number"));
-        }
-        if region >= nr_regions {
-            return Err(bad(&format!(
-                "region {region:#x} is out of range: the table has {nr_regions:#x} regions"
-            )));
-        }
-        if path >= u64::from(dev_count) {
-            return Err(bad(&path_range_msg(path, dev_count)));
-        }
-        table.set(region, path as u32);
-    }
-    if !any {
-        return Err("region mapping string has no tokens".into());
-    }
-    Ok(())
+    let mut edit = Edit { table, dev_count };
+    grammar::apply(&mut edit, spec.split_ascii_whitespace().map(str::as_bytes))
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -455,40 +402,49 @@ mod tests {
         assert_eq!(rm("0:1 R1,3", 4, 2).unwrap(), vec![1, 1, 1, 1]);
     }
 
+    /// The kernel's refusals, word for word (the grammar is the kernel's).
     #[test]
     fn region_mappings_errors() {
         let e = |s: &str| rm(s, 16, 3).unwrap_err();
-        assert_eq!(e(""), "region mapping string has no tokens");
-        assert_eq!(e("   "), "region mapping string has no tokens");
-        assert!(e(":1").contains("first token must be IDX:PATH"));
-        assert!(e("R1,2").contains("first token must be IDX:PATH"));
-        assert!(e("0:1 x:1").contains("token 2 `x:1`: expected IDX:PATH"));
-        assert!(e("0:1 5").contains("expected IDX:PATH"));
-        assert!(e("0:").contains("missing path number"));
-        assert!(e("0:1 :").contains("missing path number"));
-        assert!(e("0:1g").contains("path must be a hexadecimal number"));
-        assert!(e("0:0x1").contains("path must be a hexadecimal number"));
-        assert!(e("10:1").contains("region 0x10 is out of range"));
-        assert!(e("f:1 :1").contains("token 2 `:1`: region 0x10 is out of range"));
-        assert!(e("0:3").contains("path 3 is out of range: the target has 3 paths"));
-        assert!(e("0:1 R,2").contains("expected Rn,m"));
-        assert!(e("0:1 R1").contains("expected Rn,m"));
-        assert!(e("0:1 R1,").contains("expected Rn,m"));
-        assert!(e("0:1 R1,2x").contains("expected Rn,m"));
-        assert!(e("0:1 R").contains("expected Rn,m"));
-        assert!(e("0:1 R0,2").contains("repeat length 0x0"));
-        assert!(e("0:1 :2 R3,2").contains("repeat length 0x3"));
-        assert!(e("0:1 Rf,1").contains("repeat length"));
-        assert!(e("0:1 R1,10").contains("repeat past the end"));
+        let arg = |n: usize, why: &str| format!("set_region_mappings argument {n}: {why}");
+        let syntax = "expected INDEX:PATH, :PATH or Rn,m (hex)";
+        assert_eq!(e(""), "set_region_mappings needs at least one mapping");
+        assert_eq!(e("   "), "set_region_mappings needs at least one mapping");
+        assert_eq!(e(":1"), arg(1, "no previous region"));
+        assert_eq!(e("R1,2"), arg(1, "no previous region"));
+        for bad in [
+            "0:1 x:1",
+            "0:1 5",
+            "0:1 :",
+            "0:1 R,2",
+            "0:1 R1",
+            "0:1 R1,",
+            "0:1 R1,2x",
+            "0:1 R",
+        ] {
+            assert_eq!(e(bad), arg(2, syntax), "{bad}");
+        }
+        for bad in ["0:", "0:1g", "0:0x1", "g:1"] {
+            assert_eq!(e(bad), arg(1, syntax), "{bad}");
+        }
+        assert_eq!(e("10:1"), arg(1, "region 0x10 out of range"));
+        assert_eq!(e("f:1 :1"), arg(2, "region 0x10 out of range"));
+        assert_eq!(e("0:3"), arg(1, "path 0x3 out of range"));
+        assert_eq!(e("0:1 R0,2"), arg(2, "invalid cycle length 0x0"));
+        assert_eq!(e("0:1 :2 R3,2"), arg(3, "invalid cycle length 0x3"));
+        assert_eq!(e("0:1 Rf,1"), arg(2, "invalid cycle length 0xf"));
+        assert_eq!(e("0:1 R1,10"), arg(2, "region 0x10 out of range"));
         assert!(rm("0:1 R1,f", 16, 3).is_ok());
-        assert!(e("e:1 R1,2").contains("repeat past the end"));
-        // Overflow: numbers wider than 64 bits, index + count wrapping.
-        assert!(e("10000000000000000:1").contains("number too large"));
-        assert!(e("0:10000000000000000").contains("number too large"));
-        assert!(e("0:1 R10000000000000000,1").contains("number too large"));
-        assert!(e("0:1 R1,ffffffffffffffff").contains("repeat past the end"));
-        assert!(e("ffffffffffffffff:1").contains("out of range"));
-        assert!(e("0:1 ffffffffffffffff:1 :1").contains("out of range"));
+        assert_eq!(e("e:1 R1,2"), arg(2, "region 0x10 out of range"));
+        // Every number is a checked 32-bit value.
+        assert_eq!(e("100000000:1"), arg(1, "number too large"));
+        assert_eq!(e("0:10000000000000000"), arg(1, "number too large"));
+        assert_eq!(e("0:1 R100000000,1"), arg(2, "number too large"));
+        assert_eq!(e("0:1 R1,ffffffffffffffff"), arg(2, "number too large"));
+        assert_eq!(
+            e("0:1 ffffffff:1 :1"),
+            arg(2, "region 0xffffffff out of range")
+        );
     }
 
     #[test]

@@ -483,13 +483,11 @@ mod tests {
     }
 
     fn reply_bytes(family: u16, seq: u32, status: u32, text: &str) -> Vec<u8> {
-        let resp = wire::encode_response(&wire::Response {
-            total_len: 284,
-            opcode: 1,
-            status,
-            err_str: text.into(),
-            ..Default::default()
-        });
+        let mut reply = wire::kernel::Response::new(wire::kernel::Echo::default());
+        if status != 0 {
+            reply.fail(status, format_args!("{text}"));
+        }
+        let resp = reply.as_bytes().to_vec();
         let mut genl = GenlMessage::from_payload(DmSwitchMsg {
             cmd: wire::CMD_GET_PAGE_TBL,
             nlas: vec![DmSwitchAttr::Response(resp)],

@@ -1,5 +1,5 @@
 //! Window planning: cutting a table of `page_total` entries into as few
-//! requests as the 65480-byte payload allows.
+//! requests as the largest payload (`MAX_IPC_MSG_LEN`) allows.
 //!
 //! A request holds at most [`wire::MAX_WORDS_PER_MSG`] (16360) words, so a
 //! window holds at most 16360 × (32 / pte_bits) entries. Every window starts

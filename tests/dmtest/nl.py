@@ -7,6 +7,9 @@ import errno
 import socket
 import struct
 
+from dmtest.wire import (ATTR_MSG, ATTR_RESPONSE, CMD_GET_PAGE_TBL, FAMILY_NAME, FAMILY_VERSION,
+                         Response, windows)
+
 NETLINK_GENERIC = 16
 GENL_ID_CTRL = 0x10
 CTRL_CMD_GETFAMILY = 3
@@ -16,12 +19,6 @@ NLMSG_ERROR = 2
 NLM_F_REQUEST = 1
 NLM_F_ACK = 4
 
-CMD_GET_PAGE_TBL = 1
-ATTR_MSG = 1
-ATTR_RESPONSE = 11
-HEADER_LEN = 40
-RESPONSE_LEN = 284
-CHUNK = 8192
 
 
 def _attr(kind, payload):
@@ -75,14 +72,14 @@ class Client:
             gcmd, _ver, _res = struct.unpack_from("=BBH", data, 16)
             return gcmd, _parse_attrs(data[20:length]), seq
 
-    def family_id(self, name="DM_SWITCH"):
+    def family_id(self, name=FAMILY_NAME):
         _, attrs, _ = self.request(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, 1,
                                    _attr(CTRL_ATTR_FAMILY_NAME, name.encode() + b"\0"))
         return struct.unpack("=H", attrs[CTRL_ATTR_FAMILY_ID])[0]
 
     def send_raw(self, payload_attr_bytes, cmd=CMD_GET_PAGE_TBL):
         """Sends raw attribute bytes; returns the decoded IpcResponse."""
-        gcmd, attrs, _ = self.request(self.family_id(), cmd, 1, payload_attr_bytes)
+        gcmd, attrs, _ = self.request(self.family_id(), cmd, FAMILY_VERSION, payload_attr_bytes)
         assert gcmd == CMD_GET_PAGE_TBL, f"reply command {gcmd}"
         assert ATTR_RESPONSE in attrs, f"reply attributes {sorted(attrs)}"
         return Response(attrs[ATTR_RESPONSE])
@@ -91,51 +88,6 @@ class Client:
         return self.send_raw(_attr(ATTR_MSG, msg))
 
 
-class Response:
-    def __init__(self, raw):
-        assert len(raw) == RESPONSE_LEN, f"response is {len(raw)} bytes"
-        (self.total_len, self.opcode, u0, u1, self.dev_major, self.dev_minor,
-         self.status) = struct.unpack_from("=7I", raw)
-        self.userland = (u0, u1)
-        text = raw[28:]
-        assert b"\0" in text, "err_str not NUL-terminated"
-        self.err_str = text.split(b"\0", 1)[0].decode()
-
-    def __repr__(self):
-        return f"Response(status={self.status}, err={self.err_str!r})"
-
-
-def pack(values, bits):
-    """RFC packing: least significant field first, 32 // bits per word."""
-    fields = 32 // bits
-    out = bytearray()
-    for i in range(0, len(values), fields):
-        w = 0
-        for j, v in enumerate(values[i:i + fields]):
-            w |= v << (j * bits)
-        out += struct.pack("=I", w)
-    return bytes(out)
-
-
-def pgtable(major, minor, page_total, page_offset, values, dev_count, pte_bits,
-            userland=(0, 0), opcode=1, page_count=None, packed=None):
-    """Builds a struct IpcPgTable message."""
-    if packed is None:
-        packed = pack(values, pte_bits)
-    count = len(values) if page_count is None else page_count
-    hdr = struct.pack("=9IHBB", HEADER_LEN + len(packed), opcode, userland[0], userland[1],
-                      major, minor, page_total, page_offset, count, dev_count, pte_bits, 0)
-    assert len(hdr) == HEADER_LEN
-    return hdr + packed
-
-
 def upload(client, major, minor, values, dev_count, pte_bits, page_total=None, userland=(0, 0)):
     """Uploads a whole table in maximal windows; returns the responses."""
-    page_total = len(values) if page_total is None else page_total
-    fields = 32 // pte_bits
-    per_window = ((65480 - HEADER_LEN) // 4) * fields
-    out = []
-    for off in range(0, len(values), per_window):
-        out.append(client.send(pgtable(major, minor, page_total, off, values[off:off + per_window],
-                                       dev_count, pte_bits, userland)))
-    return out
+    return [client.send(m) for m in windows(major, minor, values, dev_count, pte_bits, page_total, userland)]

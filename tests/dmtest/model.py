@@ -9,9 +9,7 @@ placement with model.lookup() on sampled regions.
 import errno
 import struct
 
-CHUNK = 8192
-HEADER_LEN = 40
-MAX_MSG = 65480
+from dmtest.wire import CHUNK, HEADER, HEADER_LEN, OFF_DEV_MAJOR, OFF_DEV_MINOR, OFF_USERLAND, unpack
 EINVAL, ENODEV, ENOMEM, EPERM = errno.EINVAL, errno.ENODEV, errno.ENOMEM, errno.EPERM
 
 
@@ -72,42 +70,18 @@ class Request:
         b = payload + b"\0" * max(0, HEADER_LEN - len(payload))
         (self.total_len, self.opcode, u0, u1, self.major, self.minor, self.page_total,
          self.page_offset, self.page_count, self.dev_count, self.pte_bits, self.reserved) = \
-            struct.unpack_from("=9IHBB", b)
+            HEADER.unpack_from(b)
         self.userland = (u0, u1)
 
     def echo(self):
         """The fields a reply echoes (read from whatever part of the header is present)."""
         def u32(off):
             return struct.unpack_from("=I", self.raw, off)[0] if len(self.raw) >= off + 4 else 0
-        return (u32(8), u32(12)), u32(16), u32(20)
+        return (u32(OFF_USERLAND), u32(OFF_USERLAND + 4)), u32(OFF_DEV_MAJOR), u32(OFF_DEV_MINOR)
 
     def values(self):
         """The page_count entries of the window (the payload must hold them)."""
-        return decode(self.raw[HEADER_LEN:], self.pte_bits, self.page_count)
-
-
-_DECODED = {}
-
-
-def decode(packed, bits, count):
-    """The first `count` fields of `bits` bits in the packed u32 words, least
-    significant field first. Words are memoised per width (the fuzzer draws
-    most of them from small pools), which keeps the model fast enough under
-    TCG."""
-    fields = 32 // bits
-    mask = (1 << bits) - 1
-    nwords = (count + fields - 1) // fields
-    cache = _DECODED.setdefault(bits, {})
-    out = []
-    for (w,) in struct.iter_unpack("=I", packed[:4 * nwords]):
-        t = cache.get(w)
-        if t is None:
-            t = tuple((w >> (f * bits)) & mask for f in range(fields))
-            if len(cache) < 65536:
-                cache[w] = t
-        out.extend(t)
-    del out[count:]
-    return out
+        return unpack(self.raw[HEADER_LEN:], self.pte_bits, self.page_count)
 
 
 class Device:

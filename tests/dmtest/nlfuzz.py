@@ -15,7 +15,8 @@ reference validator allows (0 exactly when it predicts acceptance). Every
 the model (markers written through the switch, read back from the paths) and
 the userland words in `dmsetup status` with the model's.
 
-Run as a process: python3 nlfuzz.py CONFIG_JSON; prints one JSON line of stats.
+Run as a process: python3 -m dmtest.nlfuzz CONFIG_JSON (with tests/ on the
+import path); prints one JSON line of stats.
 """
 import errno
 import json
@@ -26,28 +27,26 @@ import subprocess
 import sys
 import time
 import traceback
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import model  # noqa: E402
-import placement  # noqa: E402
+from dmtest import model, placement
+from dmtest.wire import (ATTR_MSG, ATTR_RESPONSE, FIELDS, HEADER, HEADER_LEN, MAX_MSG, OFF_DEV_COUNT,
+                         OFF_DEV_MAJOR, OFF_ERR_STR, OFF_OPCODE, OFF_PAGE_COUNT, OFF_PAGE_OFFSET,
+                         OFF_PAGE_TOTAL, OFF_PTE_BITS, RESPONSE, RESPONSE_LEN, window_size)
+from dmtest.wire import CMD_GET_PAGE_TBL as CMD
 
 NETLINK_GENERIC = 16
 NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_ECHO, NLM_F_DUMP = 1, 4, 8, 0x300
 SOL_NETLINK, NETLINK_CAP_ACK = 270, 10
 SO_RCVBUFFORCE = 33
-CMD, ATTR_MSG, ATTR_RESPONSE, RESPONSE_LEN = 1, 1, 11, 284
-MAX_ATTR = 65480
 U32_EDGES = [0, 1, 2, 3, 7, 8, 15, 16, 31, 32, 33, 63, 64, 127, 128, 255, 256, 4095, 4096, 8191, 8192, 8193,
              16383, 16384, 0x7FFF, 0x8000, 0xFFFF, 0x10000, 0xFFFFF, 0x100000, 0x7FFFFFFF, 0x80000000,
              0xFFFFDFFF, 0xFFFFE000, 0xFFFFFFE0, 0xFFFFFFF0, 0xFFFFFFFE, 0xFFFFFFFF]
 U16_EDGES = [0, 1, 2, 3, 4, 5, 255, 256, 0x7FFF, 0x8000, 0xFFFE, 0xFFFF]
 U8_EDGES = [0, 1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 31, 32, 33, 64, 127, 128, 255]
-# (offset, size) of every header field of struct IpcPgTable.
-HOT_FIELDS = [(4, 4), (16, 4), (20, 4), (24, 4), (28, 4), (32, 4), (36, 2), (38, 1)]
-FIELDS = [(0, 4), (4, 4), (8, 4), (12, 4), (16, 4), (20, 4), (24, 4), (28, 4), (32, 4), (36, 2), (38, 1), (39, 1)]
+# (offset, size) of the header fields the kernel checks.
+HOT_FIELDS = [(OFF_OPCODE, 4), (OFF_DEV_MAJOR, 4), (OFF_DEV_MAJOR + 4, 4), (OFF_PAGE_TOTAL, 4),
+              (OFF_PAGE_OFFSET, 4), (OFF_PAGE_COUNT, 4), (OFF_DEV_COUNT, 2), (OFF_PTE_BITS, 1)]
 
 
 def attr(kind, payload, length=None):
@@ -67,7 +66,7 @@ def kernel_attr_view(attrs):
             break
         t = kind & 0x3FFF
         if t == ATTR_MSG:
-            if n - 4 > MAX_ATTR:
+            if n - 4 > MAX_MSG:
                 return ("err",)
             tb = rem[4:n]
         rem = rem[(n + 3) & ~3:]
@@ -187,8 +186,8 @@ class Fuzzer:
         if len(raw) != RESPONSE_LEN:
             self.violation("reply length", n=len(raw))
             return ("bad",)
-        total, opcode, u0, u1, ma, mi, status = struct.unpack_from("=7I", raw)
-        text = raw[28:]
+        total, opcode, u0, u1, ma, mi, status = RESPONSE.unpack_from(raw)
+        text = raw[OFF_ERR_STR:]
         if b"\0" not in text:
             self.violation("err_str not NUL-terminated", raw=raw)
             return ("bad",)
@@ -240,9 +239,9 @@ class Fuzzer:
     def devt_ok(self, payload):
         """False if `payload` (what the kernel parses: bytes, or None/('err',)
         when it gets no attribute) addresses another sender's device."""
-        if not isinstance(payload, bytes) or len(payload) < 24:
+        if not isinstance(payload, bytes) or len(payload) < OFF_DEV_MAJOR + 8:
             return True
-        ma, mi = struct.unpack_from("=II", payload, 16)
+        ma, mi = struct.unpack_from("=II", payload, OFF_DEV_MAJOR)
         return (ma, mi) not in self.forbidden
 
     def word_pool(self, bits):
@@ -297,7 +296,7 @@ class Fuzzer:
             return self.build(0, 0, b"", bits, count=0)
         # Window: aligned offset, mostly small, sometimes near the table end,
         # a chunk boundary, or the largest one a message holds.
-        maxcount = ((MAX_ATTR - model.HEADER_LEN) // 4) * fields
+        maxcount = window_size(bits)
         pick = r.random()
         if pick < 0.5:
             off = r.randrange(0, min(total, regions + 64))
@@ -320,7 +319,7 @@ class Fuzzer:
     def build(self, total, off, packed, bits, count, major=None, minor=None, dev_count=None):
         d = self.dev
         u = (self.rng.getrandbits(32), self.rng.getrandbits(32))
-        hdr = struct.pack("=9IHBB", 40 + len(packed), 1, u[0], u[1], d.major if major is None else major,
+        hdr = HEADER.pack(HEADER_LEN + len(packed), 1, u[0], u[1], d.major if major is None else major,
                           d.minor if minor is None else minor, total, off, count,
                           d.dev_count if dev_count is None else dev_count, bits, 0)
         return hdr + packed
@@ -330,11 +329,11 @@ class Fuzzer:
         b = bytearray(p)
         for _ in range(r.choice([1, 1, 1, 2, 3])):
             m = r.random()
-            if m < 0.35 and len(b) >= 40:
+            if m < 0.35 and len(b) >= HEADER_LEN:
                 off, size = r.choice(FIELDS if r.random() < 0.3 else HOT_FIELDS)
                 edges = {4: U32_EDGES, 2: U16_EDGES, 1: U8_EDGES}[size]
                 v = r.choice(edges) if r.random() < 0.8 else r.getrandbits(8 * size)
-                if size == 4 and off in (24, 28, 32) and r.random() < 0.3:
+                if size == 4 and off in (OFF_PAGE_TOTAL, OFF_PAGE_OFFSET, OFF_PAGE_COUNT) and r.random() < 0.3:
                     v = (self.dev.regions + r.randrange(-3, 4)) & 0xFFFFFFFF
                 b[off:off + size] = v.to_bytes(size, "little")
             elif m < 0.5:
@@ -344,29 +343,29 @@ class Fuzzer:
             elif m < 0.75 and len(b):
                 i = r.randrange(len(b))
                 b[i] ^= 1 << r.randrange(8)
-            elif m < 0.85 and len(b) > 40:
+            elif m < 0.85 and len(b) > HEADER_LEN:
                 # An entry past dev_count somewhere in the window.
-                bits = b[38] or 1
+                bits = b[OFF_PTE_BITS] or 1
                 if bits <= 32:
                     fields = 32 // bits
-                    nwords = (len(b) - 40) // 4
+                    nwords = (len(b) - HEADER_LEN) // 4
                     if nwords:
                         w = r.randrange(nwords)
-                        (word,) = struct.unpack_from("=I", b, 40 + 4 * w)
+                        (word,) = struct.unpack_from("=I", b, HEADER_LEN + 4 * w)
                         f = r.randrange(fields)
                         mask = (1 << bits) - 1
                         val = r.choice([self.dev.dev_count, mask, self.dev.dev_count + 1]) & mask
                         word = (word & ~(mask << (f * bits))) | (val << (f * bits))
-                        struct.pack_into("=I", b, 40 + 4 * w, word & 0xFFFFFFFF)
-            elif m < 0.95 and len(b) >= 24:
+                        struct.pack_into("=I", b, HEADER_LEN + 4 * w, word & 0xFFFFFFFF)
+            elif m < 0.95 and len(b) >= OFF_DEV_MAJOR + 8:
                 ma, mi = r.choice(self.other_devts + [(0, 0), (4095, 0xFFFFF), (4096, 0), (0, 1 << 20),
                                                       (0xFFFFFFFF, 0xFFFFFFFF),
                                                       (self.dev.major, (self.dev.minor + r.randrange(1, 9)))])
-                struct.pack_into("=II", b, 16, ma & 0xFFFFFFFF, mi & 0xFFFFFFFF)
+                struct.pack_into("=II", b, OFF_DEV_MAJOR, ma & 0xFFFFFFFF, mi & 0xFFFFFFFF)
             else:
                 # Huge page_count / page_offset near 2^32 with a short payload.
-                if len(b) >= 40:
-                    struct.pack_into("=III", b, 24, 0xFFFFFFFF, r.choice([0xFFFFFFE0, 0xFFFFE000, 0x80000000]),
+                if len(b) >= HEADER_LEN:
+                    struct.pack_into("=III", b, OFF_PAGE_TOTAL, 0xFFFFFFFF, r.choice([0xFFFFFFE0, 0xFFFFE000, 0x80000000]),
                                      r.choice([32, 0x1FFF, 0xFFFFFFFF, 0x2000]))
         return bytes(b)
 
@@ -438,7 +437,7 @@ class Fuzzer:
                 q = p
             a = attr(ATTR_MSG, q) + attr(ATTR_MSG, p)
         elif what == "oversize":
-            a = attr(ATTR_MSG, p + b"\0" * (MAX_ATTR + 1 - len(p)))
+            a = attr(ATTR_MSG, p + b"\0" * (MAX_MSG + 1 - len(p)))
         elif what == "nlmsg_short":
             length = r.randrange(0, 16)
         elif what == "nlmsg_long":

@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The DM_SWITCH generic-netlink ABI, defined once for the kernel and the
+//! agent: family name and version, command and attribute numbers, the byte
+//! layout of `struct IpcPgTable` (request) and `struct IpcResponse` (reply),
+//! the chunk size, how entries are packed into words, and the size limits.
+//!
+//! The contract is `include/uapi/dm-switch.h` (the 2011 RFC's format,
+//! unchanged); a host test compiles a C program against that header and
+//! checks every number here. Integers are in host byte order. The kernel
+//! module compiles this file as `pure::abi`, the agent (`tools/agent`) as
+//! `dm_switch::wire::abi` through `#[path]`: neither declares the format
+//! again. Items are `pub` because they are the agent's public API.
+
+/// Generic-netlink family name (`DM_SWITCH_GENL_NAME`).
+pub const FAMILY_NAME: &str = "DM_SWITCH";
+/// Generic-netlink family version (`DM_SWITCH_GENL_VERSION`).
+pub const FAMILY_VERSION: u8 = 1;
+/// `NETLINK_CMD_GET_PAGE_TBL`: the upload command.
+pub const CMD_GET_PAGE_TBL: u8 = 1;
+/// `NETLINK_ATTR_MSG`: the request attribute holding an `IpcPgTable`.
+pub const ATTR_MSG: u16 = 1;
+/// `DM_SWITCH_ATTR_RESPONSE`: the reply attribute holding an `IpcResponse`
+/// (the RFC used the policy constant `NLA_BINARY`, 11).
+pub const ATTR_RESPONSE: u16 = 11;
+/// `OPCODE_PAGE_TABLE_UPLOAD`: the only opcode.
+pub const OPCODE_PAGE_TABLE_UPLOAD: u32 = 1;
+
+/// `CHUNK_PTE_SHIFT`: log2 of the entries per chunk.
+pub const CHUNK_PTE_SHIFT: u32 = 13;
+/// `CHUNK_PTE_COUNT`: entries per chunk, the unit of allocation and of
+/// `page_count = 0` frees.
+pub const CHUNK_PTE_COUNT: u32 = 1 << CHUNK_PTE_SHIFT;
+/// `MAX_IPC_MSG_LEN`: largest `NETLINK_ATTR_MSG` payload in bytes.
+pub const MAX_IPC_MSG_LEN: usize = 65480;
+/// `MAX_ERR_STR_LEN`: longest `err_str`, without its NUL.
+pub const MAX_ERR_STR_LEN: usize = 255;
+
+/// Byte offsets in `struct IpcPgTable` (the request).
+pub mod pg {
+    /// `total_len` (u32, informational).
+    pub const TOTAL_LEN: usize = 0;
+    /// `opcode` (u32).
+    pub const OPCODE: usize = 4;
+    /// `userland[0]` (u32); `userland[1]` follows at +4.
+    pub const USERLAND: usize = 8;
+    /// `dev_major` (u32).
+    pub const DEV_MAJOR: usize = 16;
+    /// `dev_minor` (u32).
+    pub const DEV_MINOR: usize = 20;
+    /// `page_total` (u32).
+    pub const PAGE_TOTAL: usize = 24;
+    /// `page_offset` (u32).
+    pub const PAGE_OFFSET: usize = 28;
+    /// `page_count` (u32).
+    pub const PAGE_COUNT: usize = 32;
+    /// `dev_count` (u16).
+    pub const DEV_COUNT: usize = 36;
+    /// `pte_bits` (u8).
+    pub const PTE_BITS: usize = 38;
+    /// `reserved` (u8).
+    pub const RESERVED: usize = 39;
+    /// `ptbl_buff` (u32 words, variable length).
+    pub const PTBL_BUFF: usize = 40;
+    /// Bytes before `ptbl_buff` (`IPC_PG_TABLE_HDR_LEN`).
+    pub const HDR_LEN: usize = PTBL_BUFF;
+}
+
+/// Byte offsets in `struct IpcResponse` (the reply).
+pub mod resp {
+    /// `total_len` (u32): always [`LEN`].
+    pub const TOTAL_LEN: usize = 0;
+    /// `opcode` (u32).
+    pub const OPCODE: usize = 4;
+    /// `userland[0]` (u32); `userland[1]` follows at +4.
+    pub const USERLAND: usize = 8;
+    /// `dev_major` (u32).
+    pub const DEV_MAJOR: usize = 16;
+    /// `dev_minor` (u32).
+    pub const DEV_MINOR: usize = 20;
+    /// `status` (u32): 0 or a positive errno.
+    pub const STATUS: usize = 24;
+    /// `err_str` (`char[MAX_ERR_STR_LEN + 1]`, NUL-terminated).
+    pub const ERR_STR: usize = 28;
+    /// Size of `err_str`, NUL included.
+    pub const ERR_STR_SIZE: usize = super::MAX_ERR_STR_LEN + 1;
+    /// `sizeof(struct IpcResponse)`.
+    pub const LEN: usize = ERR_STR + ERR_STR_SIZE;
+}
+
+/// The fields of a request before its entries (`struct IpcPgTable` without
+/// `total_len`, `opcode`, `reserved` and `ptbl_buff`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PgTableHeader {
+    /// Opaque words the kernel shows in `dmsetup status`.
+    pub userland: [u32; 2],
+    /// Major number of the DM device.
+    pub dev_major: u32,
+    /// Minor number of the DM device.
+    pub dev_minor: u32,
+    /// Regions in the whole table.
+    pub page_total: u32,
+    /// First region of this window (a multiple of the fields per word).
+    pub page_offset: u32,
+    /// Regions in this window (0 with a chunk-aligned offset frees a chunk).
+    pub page_count: u32,
+    /// Number of paths of the target.
+    pub dev_count: u16,
+    /// Bits per entry, 1..=32.
+    pub pte_bits: u8,
+}
+
+impl PgTableHeader {
+    /// Reads the header fields of request `buf`; fields past the end of a
+    /// short buffer read as 0. Checks nothing.
+    pub fn read(buf: &[u8]) -> Self {
+        Self {
+            userland: [read_u32(buf, pg::USERLAND), read_u32(buf, pg::USERLAND + 4)],
+            dev_major: read_u32(buf, pg::DEV_MAJOR),
+            dev_minor: read_u32(buf, pg::DEV_MINOR),
+            page_total: read_u32(buf, pg::PAGE_TOTAL),
+            page_offset: read_u32(buf, pg::PAGE_OFFSET),
+            page_count: read_u32(buf, pg::PAGE_COUNT),
+            dev_count: read_u16(buf, pg::DEV_COUNT),
+            pte_bits: byte(buf, pg::PTE_BITS, 0),
+        }
+    }
+
+    /// Writes the header fields into request `buf` (at least
+    /// [`pg::HDR_LEN`] bytes; `total_len` and `opcode` are the caller's).
+    pub fn write(&self, buf: &mut [u8]) {
+        write_u32(buf, pg::USERLAND, self.userland[0]);
+        write_u32(buf, pg::USERLAND + 4, self.userland[1]);
+        write_u32(buf, pg::DEV_MAJOR, self.dev_major);
+        write_u32(buf, pg::DEV_MINOR, self.dev_minor);
+        write_u32(buf, pg::PAGE_TOTAL, self.page_total);
+        write_u32(buf, pg::PAGE_OFFSET, self.page_offset);
+        write_u32(buf, pg::PAGE_COUNT, self.page_count);
+        for (i, b) in self.dev_count.to_ne_bytes().into_iter().enumerate() {
+            if let Some(at) = buf.get_mut(pg::DEV_COUNT + i) {
+                *at = b;
+            }
+        }
+        if let Some(at) = buf.get_mut(pg::PTE_BITS) {
+            *at = self.pte_bits;
+        }
+    }
+}
+
+/// Most packed words one request can carry: `(65480 - 40) / 4` = 16360.
+pub const MAX_WORDS_PER_MSG: usize = (MAX_IPC_MSG_LEN - pg::HDR_LEN) / 4;
+
+/// Entries of `pte_bits` bits in one u32 word: fields never straddle two
+/// words, the least significant field comes first. `pte_bits` is 1..=32 on
+/// the wire; 0 is treated as 1.
+pub const fn fields_per_word(pte_bits: u8) -> u32 {
+    32 / if pte_bits == 0 { 1 } else { pte_bits as u32 }
+}
+
+/// Mask of one field of `pte_bits` (1..=32) bits.
+pub const fn field_mask(pte_bits: u8) -> u32 {
+    if pte_bits >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << pte_bits) - 1
+    }
+}
+
+/// Words needed for `count` entries of `pte_bits` bits.
+pub const fn words_for(count: u64, pte_bits: u8) -> u64 {
+    count.div_ceil(fields_per_word(pte_bits) as u64)
+}
+
+/// Byte `off` of `buf`, 0 past its end.
+fn byte(buf: &[u8], off: usize, i: usize) -> u8 {
+    off.checked_add(i)
+        .and_then(|at| buf.get(at))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The u32 at byte `off` of `buf`; bytes past the end of `buf` read as 0,
+/// so a short buffer can never be misread or panic.
+pub fn read_u32(buf: &[u8], off: usize) -> u32 {
+    u32::from_ne_bytes([0, 1, 2, 3].map(|i| byte(buf, off, i)))
+}
+
+/// The u16 at byte `off` of `buf` (bytes past the end read as 0).
+pub fn read_u16(buf: &[u8], off: usize) -> u16 {
+    u16::from_ne_bytes([0, 1].map(|i| byte(buf, off, i)))
+}
+
+/// Writes `v` at byte `off` of `buf`; bytes past the end of `buf` are
+/// dropped.
+pub fn write_u32(buf: &mut [u8], off: usize, v: u32) {
+    for (i, b) in v.to_ne_bytes().into_iter().enumerate() {
+        if let Some(at) = off.checked_add(i).and_then(|at| buf.get_mut(at)) {
+            *at = b;
+        }
+    }
+}
