@@ -11,8 +11,9 @@ const MAJOR_MAX: u32 = (1 << (32 - MINOR_BITS)) - 1;
 /// Largest minor number (`MINORMASK`).
 const MINOR_MAX: u32 = (1 << MINOR_BITS) - 1;
 
-/// A device number, `major:minor`, as the kernel packs it (`MKDEV`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// A device number, `major:minor`, as the kernel packs it (`MKDEV`); the
+/// default is 0:0.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub(crate) struct DevT(u32);
 
 impl DevT {
@@ -23,11 +24,6 @@ impl DevT {
             return None;
         }
         Some(Self((major << MINOR_BITS) | minor))
-    }
-
-    /// A `dev_t` as the kernel packs it (e.g. `block_device::bd_dev`).
-    pub(crate) const fn from_raw(dev: u32) -> Self {
-        Self(dev)
     }
 
     /// The major number.

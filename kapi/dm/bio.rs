@@ -96,10 +96,9 @@ impl Bio {
         counter: Slot<'_>,
         guard: ReadGuard,
     ) {
-        // SAFETY: by the type invariant DM core owns the bio in map(); `dev`'s
-        // bdev is referenced for the target's lifetime, which outlasts its
-        // bios; `counter` borrows live per-CPU memory; `guard` proves the
-        // RCU-sched section the call ends.
+        // SAFETY: DM core owns the bio in map() (type invariant); `dev`'s bdev
+        // outlives the target's bios; `counter` is live per-CPU memory and
+        // `guard` proves the RCU-sched section the call ends.
         unsafe {
             b::kapi_rcu_unlock_count_remap(
                 self.0.as_ptr().cast(),

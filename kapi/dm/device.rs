@@ -11,18 +11,21 @@ impl TargetInfo {
     /// # Safety
     /// `ti` must be a live `dm_target` whose table belongs to a live device.
     pub(super) unsafe fn of(ti: *const b::dm_target) -> Self {
-        // SAFETY: per the contract, `ti`, its table, the mapped_device, its
-        // gendisk and the disk's whole-device bdev are live for the duration
-        // of the callback.
-        unsafe {
-            let md = b::dm_table_get_md((*ti).table);
-            let disk = b::dm_disk(md);
-            Self {
-                begin: (*ti).begin,
-                len: (*ti).len,
-                devt: DevT::from_raw((*(*disk).part0).bd_dev),
-                table: TableId((*ti).table as usize),
-            }
+        // SAFETY: per the contract, `ti`, its table, the mapped_device and
+        // its gendisk are live for the duration of the callback.
+        let (begin, len, table, major, minor) = unsafe {
+            let disk = b::dm_disk(b::dm_table_get_md((*ti).table));
+            let t = &*ti;
+            (t.begin, t.len, t.table, (*disk).major, (*disk).first_minor)
+        };
+        Self {
+            begin,
+            len,
+            // The disk's numbers (what disk_devt() returns) are set when DM
+            // allocates the disk, so they are valid before add_disk(), i.e.
+            // also in the first table's constructor, and always in range.
+            devt: DevT::new(major as u32, minor as u32).unwrap_or_default(),
+            table: TableId(table as usize),
         }
     }
 }

@@ -127,11 +127,9 @@ impl<T: Target> Registration<T> {
         let Some(ti) = NonNull::new(ti) else {
             return EINVAL.to_errno();
         };
-        // SAFETY: DM core calls ctr with a live target of a live table that
-        // is ours until ctr returns, and `argv` holding `argc` strings that
-        // live through the call; `ti->type` is the `tt` of our registered
-        // TypeData (first field, see its invariant), live while any target
-        // of the type exists.
+        // SAFETY: a live target under construction, ours until ctr returns;
+        // `argv` holds `argc` strings that live through the call; `ti->type`
+        // is the first field of our TypeData, live while any target exists.
         let (mut ctx, args, shared) = unsafe {
             (
                 TargetCtx::new(ti),
