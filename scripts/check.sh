@@ -19,6 +19,7 @@ kdir=$(kernel_build_dir debug)
 step "module: clippy, then the warning-free build"
 timed make -s KDIR="$kdir" CLIPPY=1 modules || fatal "clippy build failed"
 timed make -s KDIR="$kdir" modules || fatal "module build failed"
+scripts/check-no-div.sh dm_switch.ko || fatal "map() contains a divide"
 
 step "formatting"
 make -s fmtcheck || fatal "rustfmt check failed (run make fmt)"
