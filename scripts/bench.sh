@@ -54,7 +54,7 @@ upstream_ko=$kdir/drivers/md/dm-switch.ko
 # copy of the sources in a scratch dir instead.
 mod=$CACHE_DIR/bench-module
 rm -rf "$mod"; mkdir -p "$mod"
-(cd "$REPO_ROOT" && git ls-files -z -- Kbuild '*.rs' '*.c' include | grep -zv '^tools/' |
+(cd "$REPO_ROOT" && git ls-files -z -- Kbuild '*.rs' '*.c' include | grep -zv '^\(tools\|tests\)/' |
  xargs -0 cp --parents -t "$mod"/)
 src_hash=$(cd "$mod" && find . -type f | sort | xargs cat | sha256sum | cut -c1-12)
 say "building our module for the perf kernel in $mod (sources $src_hash)"
