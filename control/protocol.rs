@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The `DM_SWITCH` generic-netlink family: agents upload page-table windows
-//! (`struct IpcPgTable`) and get a `struct IpcResponse` back, as in the RFC.
+//! (`struct IpcPgTable`) and get a `struct IpcResponse` back, as in the RFC,
+//! and read the live table back with a dump (`NETLINK_CMD_DUMP_PAGE_TBL`):
+//! the windows that recreate a snapshot of it (`pure::dump`).
 //!
 //! Every request that reaches the handler is answered with a response whose
 //! `status` is 0 or a positive errno and whose `err_str` says what was wrong.
@@ -12,17 +14,19 @@
 use crate::control::registry::{Registry, Scope, UpdateFail};
 use crate::kapi::{
     block::DevT,
-    genl::{self, Capability, Reply, Request},
+    genl::{self, Capability, DumpOut, DumpRequest, Reply, Request},
 };
 use crate::pure::{
     abi::{
-        ATTR_MSG, ATTR_RESPONSE, CMD_GET_PAGE_TBL, FAMILY_NAME, FAMILY_VERSION, MAX_IPC_MSG_LEN,
+        ATTR_DEV_MAJOR, ATTR_DEV_MINOR, ATTR_MSG, ATTR_RESPONSE, CMD_DUMP_PAGE_TBL,
+        CMD_GET_PAGE_TBL, FAMILY_NAME, FAMILY_VERSION, MAX_IPC_MSG_LEN,
     },
-    ptbl::{PageTable, UpdateError, CHUNK_SHIFT},
+    dump::{Dump, Step},
+    ptbl::{PageTable, UpdateError},
     wire::{self, Echo, Response, WireError, RESPONSE_LEN},
 };
 use core::fmt;
-use kernel::{prelude::*, sync::Arc};
+use kernel::{c_str, prelude::*, sync::Arc};
 
 /// Why an upload was refused.
 enum Refusal {
@@ -101,14 +105,10 @@ impl Protocol {
             return Err(Refusal::DevCount(req.dev_count, dev_count));
         }
         let result = instance.update(Scope::LiveOnly, |current| {
-            let mut table = PageTable::derive(current, dev_count, req.page_total, req.pte_bits)?;
-            if req.page_count == 0 {
-                table.free_chunk(req.page_offset >> CHUNK_SHIFT);
-            } else {
-                table.set_entries(parsed.entries())?;
-            }
-            table.set_userland(req.userland);
-            Ok(KBox::new(table, GFP_KERNEL)?)
+            Ok(KBox::new(
+                PageTable::uploaded(current, dev_count, &parsed)?,
+                GFP_KERNEL,
+            )?)
         });
         match result {
             Ok(()) => Ok(()),
@@ -128,6 +128,9 @@ impl genl::Handler for Protocol {
         MAX_IPC_MSG_LEN as u16
     };
     const REPLY_LEN: usize = RESPONSE_LEN;
+    const DUMP_CMD: u8 = CMD_DUMP_PAGE_TBL;
+    const DUMP_ATTRS: &'static [u16] = &[ATTR_DEV_MAJOR, ATTR_DEV_MINOR];
+    type Cursor = Dump;
 
     fn handle(&self, request: &Request<'_>, reply: Reply<'_>) -> Result {
         let mut response = Response::new(Echo::of(request.payload().unwrap_or(&[])));
@@ -137,5 +140,52 @@ impl genl::Handler for Protocol {
             response.fail(refusal.errno(), format_args!("{refusal}"));
         }
         reply.send(ATTR_RESPONSE, response.as_bytes())
+    }
+
+    fn start(&self, request: &DumpRequest<'_>) -> Result<Dump, genl::Refusal> {
+        let refuse = |err, msg| genl::Refusal { err, msg };
+        if !request.sender_capable(Capability::SYS_ADMIN) {
+            return Err(refuse(
+                EPERM,
+                c_str!("reading a page table needs CAP_SYS_ADMIN"),
+            ));
+        }
+        let (Some(major), Some(minor)) = (
+            request.u32_attr(ATTR_DEV_MAJOR),
+            request.u32_attr(ATTR_DEV_MINOR),
+        ) else {
+            return Err(refuse(
+                EINVAL,
+                c_str!("missing DM_SWITCH_ATTR_DEV_MAJOR or DM_SWITCH_ATTR_DEV_MINOR"),
+            ));
+        };
+        let instance = DevT::new(major, minor)
+            .and_then(|devt| self.registry.find_live(devt))
+            .ok_or(refuse(
+                ENODEV,
+                c_str!("no live switch target on that device"),
+            ))?;
+        let table = instance
+            .snapshot()
+            .map_err(|_| refuse(ENOMEM, c_str!("out of memory for the snapshot")))?;
+        // dev_count <= 65535 (the constructor's limit).
+        let dev_count = instance.geometry.dev_count as u16;
+        Ok(Dump::new(table, major, minor, dev_count))
+    }
+
+    fn fill(&self, dump: &mut Dump, out: &mut DumpOut<'_>) -> Result<bool> {
+        loop {
+            let len = match dump.next_len(out.room()) {
+                Step::Window(len) => len,
+                Step::NoRoom => return Ok(true),
+                Step::Done => return Ok(false),
+            };
+            match out.add(ATTR_MSG, len) {
+                Some(buf) => {
+                    dump.next_window(buf);
+                }
+                None => return Ok(true),
+            }
+        }
     }
 }

@@ -16,7 +16,8 @@
 //! takes over that instance's page table.
 
 use crate::kapi::{block::DevT, dm::TableId, rcu::RcuBox};
-use crate::pure::ptbl::PageTable;
+use crate::pure::ptbl::{min_pte_bits, PageTable};
+use kernel::alloc::AllocError;
 use kernel::{
     new_mutex,
     prelude::*,
@@ -105,6 +106,18 @@ impl Instance {
         drop(liveness);
         old.free();
         Ok(())
+    }
+
+    /// An exact snapshot of the published table, to keep while writers go
+    /// on: a copy sharing its chunks (copy-on-write), taken under the writer
+    /// lock. With no table published yet, the empty table of the geometry.
+    pub(crate) fn snapshot(&self) -> Result<PageTable, AllocError> {
+        let _writer = self.writer.lock();
+        let g = self.geometry;
+        match self.table.writer_view() {
+            Some(t) => PageTable::derive(Some(t), g.dev_count, t.page_total(), t.pte_bits()),
+            None => PageTable::empty(g.dev_count, g.regions, min_pte_bits(g.dev_count)),
+        }
     }
 
     fn set_liveness(&self, liveness: Liveness) {

@@ -17,6 +17,8 @@ struct genl_info;
 struct genl_family;
 struct sk_buff;
 struct nla_policy;
+struct nlattr;
+struct netlink_callback;
 struct attribute;
 
 /*
@@ -66,12 +68,38 @@ void kapi_genl_reply_free(struct sk_buff *skb);
 const void *kapi_genl_attr(struct genl_info *info, int attrtype, u32 *len);
 
 /*
- * An attribute policy of @maxattr + 1 entries whose only entry, @attrtype,
- * is NLA_BINARY of at most @max_len bytes; NULL on allocation failure.
- * Freed with kapi_nla_policy_free() once the family is unregistered.
+ * An attribute policy of @maxattr + 1 entries, all unset (NULL on allocation
+ * failure); kapi_nla_policy_set_*() fill entry @attrtype (<= @maxattr, else
+ * nothing happens). Freed with kapi_nla_policy_free() once the family is
+ * unregistered.
  */
-const struct nla_policy *kapi_nla_policy_binary_new(int maxattr, int attrtype, u16 max_len);
+struct nla_policy *kapi_nla_policy_new(int maxattr);
+void kapi_nla_policy_set_binary(struct nla_policy *policy, int maxattr, int attrtype, u16 max_len);
+void kapi_nla_policy_set_u32(struct nla_policy *policy, int maxattr, int attrtype);
 void kapi_nla_policy_free(const struct nla_policy *policy);
+
+/*
+ * Dumps. The family of a dump, its request skb, and the request attribute
+ * @attrtype read as a u32 (false if absent).
+ */
+const struct genl_family *kapi_genl_dump_family(struct netlink_callback *cb);
+struct sk_buff *kapi_genl_dump_request_skb(struct netlink_callback *cb);
+bool kapi_genl_dump_u32(struct netlink_callback *cb, int attrtype, u32 *value);
+/* Sets the extended-ack message of the dump's request (@msg: a static string). */
+void kapi_genl_dump_set_err_msg(struct netlink_callback *cb, const char *msg);
+/* The slot of @cb where a dump keeps its state between calls. */
+void **kapi_genl_dump_state(struct netlink_callback *cb);
+/* Bytes of @skb used so far, and the largest attribute payload one more message can carry. */
+int kapi_skb_len(struct sk_buff *skb);
+int kapi_genl_dump_room(struct sk_buff *skb);
+/*
+ * Appends to @skb a message of the dump's family, command @cmd, NLM_F_MULTI,
+ * answering @cb's request, with one attribute @attrtype of @len bytes, and
+ * returns the attribute's payload for the caller to fill (before the dump
+ * call returns); NULL if it does not fit.
+ */
+void *kapi_genl_dump_add(struct sk_buff *skb, struct netlink_callback *cb, u8 cmd, int attrtype,
+			 int len);
 
 /* sysfs_attr_init(): gives a dynamically allocated attribute a static lockdep key. */
 void kapi_sysfs_attr_init(struct attribute *attr);

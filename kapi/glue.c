@@ -108,23 +108,93 @@ const void *kapi_genl_attr(struct genl_info *info, int attrtype, u32 *len)
 	return nla_data(na);
 }
 
-const struct nla_policy *kapi_nla_policy_binary_new(int maxattr, int attrtype, u16 max_len)
+struct nla_policy *kapi_nla_policy_new(int maxattr)
 {
-	struct nla_policy *policy;
+	if (maxattr < 0)
+		return NULL;
+	return kcalloc(maxattr + 1, sizeof(struct nla_policy), GFP_KERNEL);
+}
 
-	if (maxattr < 0 || attrtype < 0 || attrtype > maxattr)
-		return NULL;
-	policy = kcalloc(maxattr + 1, sizeof(*policy), GFP_KERNEL);
-	if (!policy)
-		return NULL;
+void kapi_nla_policy_set_binary(struct nla_policy *policy, int maxattr, int attrtype, u16 max_len)
+{
+	if (attrtype < 0 || attrtype > maxattr)
+		return;
 	policy[attrtype].type = NLA_BINARY;
 	policy[attrtype].len = max_len;
-	return policy;
+}
+
+void kapi_nla_policy_set_u32(struct nla_policy *policy, int maxattr, int attrtype)
+{
+	if (attrtype < 0 || attrtype > maxattr)
+		return;
+	policy[attrtype].type = NLA_U32;
 }
 
 void kapi_nla_policy_free(const struct nla_policy *policy)
 {
 	kfree(policy);
+}
+
+const struct genl_family *kapi_genl_dump_family(struct netlink_callback *cb)
+{
+	return genl_info_dump(cb)->family;
+}
+
+struct sk_buff *kapi_genl_dump_request_skb(struct netlink_callback *cb)
+{
+	return cb->skb;
+}
+
+bool kapi_genl_dump_u32(struct netlink_callback *cb, int attrtype, u32 *value)
+{
+	const struct genl_info *info = genl_info_dump(cb);
+
+	if (!info->attrs || !info->attrs[attrtype])
+		return false;
+	*value = nla_get_u32(info->attrs[attrtype]);
+	return true;
+}
+
+void kapi_genl_dump_set_err_msg(struct netlink_callback *cb, const char *msg)
+{
+	NL_SET_ERR_MSG(cb->extack, msg);
+}
+
+void **kapi_genl_dump_state(struct netlink_callback *cb)
+{
+	BUILD_BUG_ON(sizeof(cb->ctx) < sizeof(void *));
+	return (void **)cb->ctx;
+}
+
+int kapi_skb_len(struct sk_buff *skb)
+{
+	return skb->len;
+}
+
+int kapi_genl_dump_room(struct sk_buff *skb)
+{
+	int room = skb_tailroom(skb) - NLMSG_HDRLEN - GENL_HDRLEN - NLA_HDRLEN;
+
+	return room > 0 ? room & ~3 : 0;
+}
+
+void *kapi_genl_dump_add(struct sk_buff *skb, struct netlink_callback *cb, u8 cmd, int attrtype,
+			 int len)
+{
+	void *hdr;
+	struct nlattr *attr;
+
+	hdr = genlmsg_put(skb, NETLINK_CB(cb->skb).portid, cb->nlh->nlmsg_seq,
+			  genl_info_dump(cb)->family, NLM_F_MULTI, cmd);
+	if (!hdr)
+		return NULL;
+	attr = nla_reserve(skb, attrtype, len);
+	if (!attr) {
+		genlmsg_cancel(skb, hdr);
+		return NULL;
+	}
+	genlmsg_end(skb, hdr);
+	return nla_data(attr);
 }
 
 void kapi_sysfs_attr_init(struct attribute *attr)

@@ -16,10 +16,18 @@
 pub const FAMILY_NAME: &str = "DM_SWITCH";
 /// Generic-netlink family version (`DM_SWITCH_GENL_VERSION`).
 pub const FAMILY_VERSION: u8 = 1;
-/// `NETLINK_CMD_GET_PAGE_TBL`: the upload command.
+/// `NETLINK_CMD_GET_PAGE_TBL`: the upload command (the RFC's).
 pub const CMD_GET_PAGE_TBL: u8 = 1;
-/// `NETLINK_ATTR_MSG`: the request attribute holding an `IpcPgTable`.
+/// `NETLINK_CMD_DUMP_PAGE_TBL`: the read-back command, a netlink dump whose
+/// messages each carry one `IpcPgTable` window in `NETLINK_ATTR_MSG`.
+pub const CMD_DUMP_PAGE_TBL: u8 = 2;
+/// `NETLINK_ATTR_MSG`: the attribute holding an `IpcPgTable` (upload
+/// requests and dump replies).
 pub const ATTR_MSG: u16 = 1;
+/// `DM_SWITCH_ATTR_DEV_MAJOR` (u32): the device a dump reads.
+pub const ATTR_DEV_MAJOR: u16 = 2;
+/// `DM_SWITCH_ATTR_DEV_MINOR` (u32): the device a dump reads.
+pub const ATTR_DEV_MINOR: u16 = 3;
 /// `DM_SWITCH_ATTR_RESPONSE`: the reply attribute holding an `IpcResponse`
 /// (the RFC used the policy constant `NLA_BINARY`, 11).
 pub const ATTR_RESPONSE: u16 = 11;

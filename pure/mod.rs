@@ -11,12 +11,14 @@
 //!   chunk frees, copy-on-write derivation);
 //! - [`region`]: sector offset → region index;
 //! - [`wire`]: the DM_SWITCH wire format (decoding requests, building replies);
+//! - [`dump`]: a table snapshot as the upload windows that recreate it;
 //! - [`message`]: the `set_region_mappings` message grammar.
 
 // Shared with the agent, whose public API these items are: the kernel uses
 // only part of them.
 #[allow(unreachable_pub, dead_code)]
 pub(crate) mod abi;
+pub(crate) mod dump;
 pub(crate) mod message;
 pub(crate) mod ptbl;
 pub(crate) mod region;

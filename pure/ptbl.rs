@@ -20,6 +20,7 @@
 
 use super::abi;
 use super::message::{Regions, SetError};
+use super::wire::Request;
 use kernel::alloc::{flags::GFP_KERNEL, AllocError, KVVec};
 use kernel::sync::Arc;
 
@@ -154,6 +155,26 @@ impl PageTable {
         }
     }
 
+    /// The table upload window `request` makes of `current` (the live table
+    /// of a target with `dev_count` paths): a copy sharing what the window
+    /// leaves alone, with the window's entries written (or its chunk freed,
+    /// for `page_count` 0) and its userland words. `current` is untouched.
+    pub(crate) fn uploaded(
+        current: Option<&Self>,
+        dev_count: u32,
+        request: &Request<'_>,
+    ) -> Result<Self, UpdateError> {
+        let h = &request.header;
+        let mut table = Self::derive(current, dev_count, h.page_total, h.pte_bits)?;
+        if h.page_count == 0 {
+            table.free_chunk(h.page_offset >> CHUNK_SHIFT);
+        } else {
+            table.set_entries(request.entries())?;
+        }
+        table.set_userland(h.userland);
+        Ok(table)
+    }
+
     /// The path of `region`, or `None` if it is unmapped.
     #[inline(always)]
     pub(crate) fn lookup(&self, region: u64) -> Option<u32> {
@@ -223,6 +244,11 @@ impl PageTable {
             *slot = Some(chunk);
         }
         Ok(())
+    }
+
+    /// Whether chunk `index` holds entries (its regions are mapped).
+    pub(crate) fn chunk_allocated(&self, index: u32) -> bool {
+        matches!(self.chunks.get(index as usize), Some(Some(_)))
     }
 
     /// Frees chunk `index`: its regions become unmapped. Out of range is a no-op.

@@ -76,10 +76,15 @@ struct IpcResponse {
 	char err_str[MAX_ERR_STR_LEN + 1];	/* NUL-terminated reason */
 };
 
-/* Generic Netlink attributes. */
+/*
+ * Generic Netlink attributes. NETLINK_ATTR_MSG (binary) carries an
+ * IpcPgTable; the dump command takes the device as two u32 attributes.
+ */
 enum {
 	NETLINK_ATTR_UNSPEC,
 	NETLINK_ATTR_MSG,
+	DM_SWITCH_ATTR_DEV_MAJOR,
+	DM_SWITCH_ATTR_DEV_MINOR,
 	NETLINK_ATTR__MAX,
 };
 #define NETLINK_ATTR_MAX (NETLINK_ATTR__MAX - 1)
@@ -87,10 +92,28 @@ enum {
 /* The RFC put its reply in an attribute whose type is NLA_BINARY (11). */
 #define DM_SWITCH_ATTR_RESPONSE 11
 
-/* Generic Netlink commands. */
+/*
+ * Generic Netlink commands.
+ *
+ * NETLINK_CMD_GET_PAGE_TBL uploads one window (the RFC's command, with its
+ * lenient attribute parsing).
+ *
+ * NETLINK_CMD_DUMP_PAGE_TBL (an extension; NLM_F_DUMP, strict attribute
+ * validation) reads back the live table of DM_SWITCH_ATTR_DEV_MAJOR:
+ * DM_SWITCH_ATTR_DEV_MINOR: a multipart reply of messages with this command,
+ * each carrying one IpcPgTable window in NETLINK_ATTR_MSG, that replayed as
+ * uploads recreate the table exactly (placement, userland words, allocated
+ * chunks). Windows never cross a chunk; an unallocated chunk is a window with
+ * page_count 0 at the chunk's first region (the upload that frees it);
+ * windows are packed at the table's pte_bits, or at the next power of two
+ * when 32 is not a multiple of it. The reply is an exact snapshot: the table
+ * is copied (copy-on-write) when the dump starts. Needs CAP_SYS_ADMIN and
+ * CAP_NET_ADMIN; refusals are NLMSG_ERRORs with an extended-ack text.
+ */
 enum {
 	NETLINK_CMD_UNSPEC,
 	NETLINK_CMD_GET_PAGE_TBL,
+	NETLINK_CMD_DUMP_PAGE_TBL,
 	NETLINK_CMD__MAX,
 };
 #define NETLINK_CMD_MAX (NETLINK_CMD__MAX - 1)

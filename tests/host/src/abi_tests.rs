@@ -41,6 +41,9 @@ printf("const.CHUNK_PTE_COUNT %lld\n", (long long)CHUNK_PTE_COUNT);
 printf("const.DM_SWITCH_GENL_VERSION %d\n", DM_SWITCH_GENL_VERSION);
 printf("const.NETLINK_CMD_GET_PAGE_TBL %d\n", NETLINK_CMD_GET_PAGE_TBL);
 printf("const.NETLINK_ATTR_MSG %d\n", NETLINK_ATTR_MSG);
+    printf("const.NETLINK_CMD_DUMP_PAGE_TBL %d\n", NETLINK_CMD_DUMP_PAGE_TBL);
+    printf("const.DM_SWITCH_ATTR_DEV_MAJOR %d\n", DM_SWITCH_ATTR_DEV_MAJOR);
+    printf("const.DM_SWITCH_ATTR_DEV_MINOR %d\n", DM_SWITCH_ATTR_DEV_MINOR);
 printf("const.DM_SWITCH_ATTR_RESPONSE %d\n", DM_SWITCH_ATTR_RESPONSE);
 printf("const.OPCODE_PAGE_TABLE_UPLOAD %d\n", OPCODE_PAGE_TABLE_UPLOAD);
 printf("name %s\n", DM_SWITCH_GENL_NAME);
@@ -101,6 +104,12 @@ return 0;
             CMD_GET_PAGE_TBL.to_string(),
         ),
         ("const.NETLINK_ATTR_MSG", ATTR_MSG.to_string()),
+        (
+            "const.NETLINK_CMD_DUMP_PAGE_TBL",
+            CMD_DUMP_PAGE_TBL.to_string(),
+        ),
+        ("const.DM_SWITCH_ATTR_DEV_MAJOR", ATTR_DEV_MAJOR.to_string()),
+        ("const.DM_SWITCH_ATTR_DEV_MINOR", ATTR_DEV_MINOR.to_string()),
         ("const.DM_SWITCH_ATTR_RESPONSE", ATTR_RESPONSE.to_string()),
         (
             "const.OPCODE_PAGE_TABLE_UPLOAD",

@@ -18,11 +18,16 @@ pub mod region;
 #[path = "../../../pure/wire.rs"]
 pub mod wire;
 
+#[path = "../../../pure/dump.rs"]
+pub mod dump;
+
 #[path = "../../../pure/message.rs"]
 pub mod message;
 
 #[cfg(test)]
 mod abi_tests;
+#[cfg(test)]
+mod dump_tests;
 #[cfg(test)]
 mod interop_tests;
 #[cfg(test)]
