@@ -157,7 +157,9 @@ bool kapi_genl_dump_u32(struct netlink_callback *cb, int attrtype, u32 *value)
 
 void kapi_genl_dump_set_err_msg(struct netlink_callback *cb, const char *msg)
 {
-	NL_SET_ERR_MSG(cb->extack, msg);
+	/* NL_SET_ERR_MSG() without its literal-only static copy: @msg is static. */
+	if (cb->extack)
+		cb->extack->_msg = msg;
 }
 
 void **kapi_genl_dump_state(struct netlink_callback *cb)

@@ -66,7 +66,8 @@ pub mod pg {
     pub const DEV_COUNT: usize = 36;
     /// `pte_bits` (u8).
     pub const PTE_BITS: usize = 38;
-    /// `reserved` (u8).
+    /// `reserved` (u8): ignored in uploads; in dump replies, the `pte_bits`
+    /// the table was uploaded with (the width that changes it in place).
     pub const RESERVED: usize = 39;
     /// `ptbl_buff` (u32 words, variable length).
     pub const PTBL_BUFF: usize = 40;

@@ -12,6 +12,9 @@
 //! - Windows are packed at the table's `pte_bits` when 32 is a multiple of
 //!   it, otherwise at the next power of two: chunk starts must be multiples
 //!   of the fields per word for the windows to be valid uploads.
+//! - Each window's `reserved` byte holds the table's own `pte_bits`: the
+//!   width an upload must use to change the table in place (another width
+//!   replaces the whole table). Uploads ignore `reserved`.
 //!
 //! Pure code, also compiled into the host tests.
 
@@ -36,6 +39,8 @@ pub(crate) enum Step {
 pub(crate) struct Dump {
     table: PageTable,
     header: PgTableHeader,
+    /// The table's own `pte_bits`, sent in `reserved`.
+    table_bits: u8,
     /// First region of the next window.
     next: u32,
 }
@@ -65,6 +70,7 @@ impl Dump {
             pte_bits: window_pte_bits(table.pte_bits()),
         };
         Self {
+            table_bits: table.pte_bits(),
             table,
             header,
             next: 0,
@@ -130,6 +136,7 @@ impl Dump {
         write_u32(buf, pg::TOTAL_LEN, len as u32);
         write_u32(buf, pg::OPCODE, OPCODE_PAGE_TABLE_UPLOAD);
         header.write(buf);
+        buf[pg::RESERVED] = self.table_bits;
         for i in 0..count {
             let path = self.table.lookup(u64::from(self.next + i)).unwrap_or(0);
             let word = pg::HDR_LEN + 4 * (i / fpw) as usize;

@@ -55,7 +55,7 @@ struct IpcPgTable {
 	uint32_t page_count;	/* regions in this window */
 	uint16_t dev_count;	/* paths: must equal the target's */
 	uint8_t pte_bits;	/* bits per entry, 1..32 */
-	uint8_t reserved;
+	uint8_t reserved;	/* uploads: ignored; dump replies: the table's own pte_bits */
 	uint32_t ptbl_buff[1];	/* packed entries (variable length) */
 };
 
@@ -106,7 +106,9 @@ enum {
  * chunks). Windows never cross a chunk; an unallocated chunk is a window with
  * page_count 0 at the chunk's first region (the upload that frees it);
  * windows are packed at the table's pte_bits, or at the next power of two
- * when 32 is not a multiple of it. The reply is an exact snapshot: the table
+ * when 32 is not a multiple of it, and their `reserved` byte holds the
+ * table's own pte_bits (the width an upload must use to change the table in
+ * place: another width replaces the whole table). The reply is an exact snapshot: the table
  * is copied (copy-on-write) when the dump starts. Needs CAP_SYS_ADMIN and
  * CAP_NET_ADMIN; refusals are NLMSG_ERRORs with an extended-ack text.
  */

@@ -84,6 +84,27 @@ class Request:
         return unpack(self.raw[HEADER_LEN:], self.pte_bits, self.page_count)
 
 
+def replay(windows, table=None):
+    """The table the upload windows make when applied in order to `table`
+    (None: no table yet), as the kernel applies uploads."""
+    dev = Device(0, 0, 0, 0)
+    dev.table = table
+    for w in windows:
+        dev.apply_upload(Request(w))
+    return dev.table
+
+
+def same_state(a, b):
+    """Whether two tables have the same placement, userland words and
+    allocated chunks (pte_bits aside). None is the empty table."""
+    if a is None or b is None:
+        t = a or b
+        return t is None or (not t.chunks and t.userland == (0, 0))
+    if (a.page_total, a.userland, set(a.chunks)) != (b.page_total, b.userland, set(b.chunks)):
+        return False
+    return all(a.chunks[c] == b.chunks[c] for c in a.chunks)
+
+
 class Device:
     """One switch device: geometry, live flag, and the model of its table."""
 

@@ -7,8 +7,8 @@ import errno
 import socket
 import struct
 
-from dmtest.wire import (ATTR_MSG, ATTR_RESPONSE, CMD_GET_PAGE_TBL, FAMILY_NAME, FAMILY_VERSION,
-                         Response, windows)
+from dmtest.wire import (ATTR_DEV_MAJOR, ATTR_DEV_MINOR, ATTR_MSG, ATTR_RESPONSE, CMD_DUMP_PAGE_TBL,
+                         CMD_GET_PAGE_TBL, FAMILY_NAME, FAMILY_VERSION, Response, windows)
 
 NETLINK_GENERIC = 16
 GENL_ID_CTRL = 0x10
@@ -16,8 +16,14 @@ CTRL_CMD_GETFAMILY = 3
 CTRL_ATTR_FAMILY_ID = 1
 CTRL_ATTR_FAMILY_NAME = 2
 NLMSG_ERROR = 2
+NLMSG_DONE = 3
 NLM_F_REQUEST = 1
 NLM_F_ACK = 4
+NLM_F_ACK_TLVS = 0x200
+NLM_F_DUMP = 0x300
+SOL_NETLINK = 270
+NETLINK_EXT_ACK = 11
+NLMSGERR_ATTR_MSG = 1
 
 
 
@@ -38,11 +44,25 @@ def _parse_attrs(data):
 
 
 class NetlinkError(Exception):
-    """The genetlink core refused the request with NLMSG_ERROR."""
+    """The request was refused with NLMSG_ERROR (errno positive here; `msg`
+    is the extended-ack text, if any)."""
 
-    def __init__(self, err):
-        super().__init__(f"NLMSG_ERROR {err} ({errno.errorcode.get(-err, '?')})")
+    def __init__(self, err, msg=None):
+        super().__init__(f"NLMSG_ERROR {err} ({errno.errorcode.get(-err, '?')}){': ' + msg if msg else ''}")
         self.errno = -err
+        self.msg = msg
+
+
+def _ext_ack_msg(data, length, flags):
+    """The NLMSGERR_ATTR_MSG text of an NLMSG_ERROR message, if any."""
+    if not flags & NLM_F_ACK_TLVS:
+        return None
+    (inner_len,) = struct.unpack_from("=I", data, 20)
+    # The echoed request is capped to its header when NLM_F_CAPPED is set.
+    start = 20 + (16 if flags & 0x100 else (inner_len + 3) & ~3)
+    attrs = _parse_attrs(data[start:length])
+    text = attrs.get(NLMSGERR_ATTR_MSG)
+    return text.split(b"\0", 1)[0].decode() if text else None
 
 
 class Client:
@@ -86,6 +106,50 @@ class Client:
 
     def send(self, msg):
         return self.send_raw(_attr(ATTR_MSG, msg))
+
+    def dump_raw(self, attrs, cmd=CMD_DUMP_PAGE_TBL, flags=NLM_F_REQUEST | NLM_F_DUMP, between=None):
+        """Sends a dump request with raw attribute bytes; returns the
+        NETLINK_ATTR_MSG payloads of the reply's messages, in order. Raises
+        NetlinkError for an NLMSG_ERROR. `between(i)` runs after the i-th
+        datagram is read (to act while the dump is in progress)."""
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+        fid = self.family_id()
+        self.seq += 1
+        body = struct.pack("=BBH", cmd, FAMILY_VERSION, 0) + attrs
+        self.sock.send(struct.pack("=IHHII", 16 + len(body), fid, flags, self.seq, 0) + body)
+        out, n = [], 0
+        while True:
+            data = self.sock.recv(1 << 17)
+            n += 1
+            off = 0
+            while off < len(data):
+                length, kind, mflags, seq, _pid = struct.unpack_from("=IHHII", data, off)
+                msg = data[off:off + length]
+                off += (length + 3) & ~3
+                if seq != self.seq:
+                    continue
+                if kind == NLMSG_DONE:
+                    (err,) = struct.unpack_from("=i", msg, 16)
+                    if err:
+                        raise NetlinkError(err)
+                    return out
+                if kind == NLMSG_ERROR:
+                    (err,) = struct.unpack_from("=i", msg, 16)
+                    if err:
+                        raise NetlinkError(err, _ext_ack_msg(msg, length, mflags))
+                    continue
+                gcmd, _ver, _res = struct.unpack_from("=BBH", msg, 16)
+                assert gcmd == cmd, f"dump message with command {gcmd}"
+                got = _parse_attrs(msg[20:length])
+                assert set(got) == {ATTR_MSG}, f"dump message attributes {sorted(got)}"
+                out.append(got[ATTR_MSG])
+            if between:
+                between(n)
+
+    def dump(self, major, minor, **kw):
+        """The windows of a dump of device major:minor."""
+        return self.dump_raw(_attr(ATTR_DEV_MAJOR, struct.pack("=I", major)) +
+                             _attr(ATTR_DEV_MINOR, struct.pack("=I", minor)), **kw)
 
 
 def upload(client, major, minor, values, dev_count, pte_bits, page_total=None, userland=(0, 0)):

@@ -12,7 +12,10 @@ import struct
 FAMILY_NAME = "DM_SWITCH"
 FAMILY_VERSION = 1
 CMD_GET_PAGE_TBL = 1
+CMD_DUMP_PAGE_TBL = 2       # read-back: a dump of IpcPgTable windows
 ATTR_MSG = 1
+ATTR_DEV_MAJOR = 2          # u32, dump requests
+ATTR_DEV_MINOR = 3          # u32, dump requests
 ATTR_RESPONSE = 11          # the RFC used the policy constant NLA_BINARY
 OPCODE_PAGE_TABLE_UPLOAD = 1
 CHUNK = 8192                # CHUNK_PTE_COUNT: entries per chunk

@@ -18,7 +18,14 @@ fn windows(table: &PageTable, devs: u32, room: usize) -> Vec<Vec<u8>> {
     let mut buf = vec![0u8; room];
     loop {
         match dump.next_window(&mut buf) {
-            Step::Window(n) => out.push(buf[..n].to_vec()),
+            Step::Window(n) => {
+                assert_eq!(
+                    buf[pg::RESERVED],
+                    table.pte_bits(),
+                    "reserved: the table's pte_bits"
+                );
+                out.push(buf[..n].to_vec());
+            }
             Step::Done => return out,
             Step::NoRoom => panic!("{room} bytes hold no window"),
         }
