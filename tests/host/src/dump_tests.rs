@@ -60,7 +60,11 @@ fn assert_same(a: &PageTable, b: &PageTable) {
 fn widths_divide_32() {
     for bits in 1u8..=32 {
         let w = window_pte_bits(bits);
-        assert!(w >= bits && 32 % u32::from(w) == 0 && CHUNK_PTE_COUNT % fields_per_word(w) == 0);
+        assert!(
+            w >= bits
+                && 32 % u32::from(w) == 0
+                && CHUNK_PTE_COUNT.is_multiple_of(fields_per_word(w))
+        );
     }
     assert_eq!(
         (window_pte_bits(3), window_pte_bits(4), window_pte_bits(17)),

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const ABOUT: &str = "Userland agent for the dm-switch device-mapper target";
 
@@ -16,10 +16,12 @@ shows the target's status. Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN).
 DEV is a DM name (sw0 = /dev/mapper/sw0), /dev/mapper/NAME, /dev/dm-N, or
 MAJOR:MINOR.
 
-Mapping file format (upload --file):
+Mapping file format (upload --file, and what `dump` writes):
   one `REGION PATH` or `FIRST-LAST PATH` per line, decimal numbers;
   `#` starts a comment; blank lines are ignored; regions not named map to
-  path 0; a later line overrides an earlier one. Errors name FILE:LINE.
+  path 0; a later line overrides an earlier one; `FIRST-LAST -` leaves
+  whole chunks (8192 regions) unallocated; `userland A,B` sets the userland
+  words. Errors name FILE:LINE.
 
 Exit codes: 0 success, 1 usage or user error, 2 the kernel refused.";
 
@@ -30,6 +32,7 @@ Examples:
   printf '0-99 1\\n100 2\\n' | dm-switch upload 253:0 --file -
   dm-switch upload sw0 --region-mappings '0:0 :1 :2 R3,fd'
   dm-switch upload sw0 --free-chunk 2
+  dm-switch dump sw0 > map.txt; dm-switch upload sw0 --file map.txt --diff
   dm-switch status sw0 --json";
 
 /// Top-level command line.
@@ -70,6 +73,20 @@ dm-switch upload /dev/dm-3 --region-mappings '0:1 :2 R2,1fe' --userland 7,0x10\n
 dm-switch upload 253:3 --free-chunk 0"
     )]
     Upload(UploadArgs),
+    /// Read the live region table back from the kernel.
+    #[command(
+        long_about = "Read the live region table of a switch device back from the kernel\n\
+(a generic-netlink dump: an exact snapshot, taken when the dump starts).\n\n\
+--format file (the default) prints a mapping file that `upload --file`\n\
+reads back to the same table: placement, userland words and unallocated\n\
+chunks (`FIRST-LAST -`). region-mappings prints upstream\n\
+`set_region_mappings` tokens (unallocated chunks cannot be expressed and\n\
+are reported on standard error); json prints geometry, userland words,\n\
+allocated chunks and runs of regions (path null: unallocated).",
+        after_help = "Examples:\n  dm-switch dump sw0 > map.txt\n  dm-switch dump 253:3 --format json\n  \
+dm-switch dump sw0 | dm-switch upload sw1 --file -"
+    )]
+    Dump(DumpArgs),
     /// Show the switch target's paths, userland words and I/O counters.
     #[command(
         after_help = "Examples:\n  dm-switch status sw0\n  dm-switch status /dev/dm-3 --json"
@@ -116,9 +133,35 @@ pub struct UploadArgs {
     /// Plan and encode every window, but send nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Read the live table back first and send only the windows that change
+    /// it (everything if its page_total, paths or pte_bits differ).
+    #[arg(long)]
+    pub diff: bool,
     /// Print nothing on success.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// What `dump` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DumpFormat {
+    /// A mapping file (`upload --file` reads it back).
+    File,
+    /// Upstream `set_region_mappings` tokens.
+    RegionMappings,
+    /// JSON.
+    Json,
+}
+
+/// `dump` arguments.
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// The switch device: NAME, /dev/mapper/NAME, /dev/dm-N or MAJOR:MINOR.
+    #[arg(value_name = "DEV")]
+    pub dev: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = DumpFormat::File)]
+    pub format: DumpFormat,
 }
 
 /// `status` arguments.

@@ -7,4 +7,5 @@ pub mod device;
 pub mod mapping;
 pub mod netlink;
 pub mod plan;
+pub mod readback;
 pub mod wire;

@@ -1,7 +1,8 @@
 //! `dm-switch`: the userland agent of the dm-switch device-mapper target.
 //!
 //! `upload` sends a region table to the kernel module over generic netlink;
-//! `status` shows the target's `dmsetup status` in words or JSON. Exit codes:
+//! `dump` reads the live table back; `status` shows the target's `dmsetup
+//! status` in words or JSON. Exit codes:
 //! 0 success, 1 usage or user error, 2 the kernel refused.
 
 use std::fmt;
@@ -14,11 +15,12 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use dm_switch::cli::{Cli, Command, SourceArgs, StatusArgs, UploadArgs};
+use dm_switch::cli::{Cli, Command, DumpArgs, DumpFormat, SourceArgs, StatusArgs, UploadArgs};
 use dm_switch::device::{self, Device};
 use dm_switch::mapping::{self, Mapping, PackedTable};
 use dm_switch::netlink::{self, Outcome};
 use dm_switch::plan::{Params, UploadPlan, Window};
+use dm_switch::readback::{self, TableImage};
 use dm_switch::wire;
 
 /// Uploads at least this large get a progress bar (on a terminal).
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Upload(a) => upload(a),
+        Command::Dump(a) => dump(a),
         Command::Status(a) => status(a),
     };
     match result {
@@ -75,9 +78,9 @@ fn prepare_upload(a: &UploadArgs) -> Result<Prepared> {
     let dev = device::resolve(&a.dev)?;
     let table = device::parse_table(&device::dmsetup(&["table", &dev.name])?)
         .with_context(|| format!("device {}", dev.name))?;
-    let params = Params::resolve(&table, a.page_total, a.pte_bits)
+    let mut params = Params::resolve(&table, a.page_total, a.pte_bits)
         .with_context(|| format!("device {}", dev.name))?;
-    let header = wire::PgTableHeader {
+    let mut header = wire::PgTableHeader {
         userland: a.userland.unwrap_or([0, 0]),
         dev_major: dev.major,
         dev_minor: dev.minor,
@@ -89,17 +92,41 @@ fn prepare_upload(a: &UploadArgs) -> Result<Prepared> {
     };
     let plan = match a.source.free_chunk {
         Some(chunk) => UploadPlan::free(header, chunk)?,
-        None => UploadPlan::full(
-            header,
-            build_mapping(
+        None => {
+            let mut src = build_mapping(
                 &a.source,
                 params.page_total,
                 table.dev_count,
                 params.pte_bits,
-            )?,
-        ),
+            )?;
+            if !src.unallocated.is_empty() && 32 % u32::from(params.pte_bits) != 0 {
+                // Chunk frees need windows aligned to chunk starts.
+                if a.pte_bits.is_some() {
+                    bail!(
+                        "unallocated chunks need a pte_bits that divides 32 (--pte-bits {} does not)",
+                        params.pte_bits
+                    );
+                }
+                params.pte_bits = params.pte_bits.next_power_of_two();
+                src.mapping = src.mapping.repacked(params.pte_bits)?;
+            }
+            header.pte_bits = params.pte_bits;
+            if a.userland.is_none() {
+                header.userland = src.userland.unwrap_or([0, 0]);
+            }
+            UploadPlan::full(header, src.mapping).with_frees(&src.unallocated)
+        }
     };
     Ok(Prepared { dev, plan })
+}
+
+/// What an upload's entries come from, and what else the source sets.
+struct Source {
+    mapping: Mapping,
+    /// Chunks to leave unallocated (mapping files only).
+    unallocated: Vec<u32>,
+    /// Userland words (mapping files only).
+    userland: Option<[u32; 2]>,
 }
 
 fn build_mapping(
@@ -107,20 +134,25 @@ fn build_mapping(
     page_total: u32,
     dev_count: u32,
     pte_bits: u8,
-) -> Result<Mapping> {
+) -> Result<Source> {
+    let plain = |mapping| Source {
+        mapping,
+        unallocated: Vec::new(),
+        userland: None,
+    };
     if src.round_robin {
-        return Ok(Mapping::RoundRobin { dev_count });
+        return Ok(plain(Mapping::RoundRobin { dev_count }));
     }
     if let Some(spec) = &src.region_mappings {
         let mut t =
             PackedTable::new(u64::from(page_total), pte_bits).map_err(anyhow::Error::msg)?;
         mapping::apply_region_mappings(spec, &mut t, dev_count).map_err(anyhow::Error::msg)?;
-        return Ok(Mapping::Table(t));
+        return Ok(plain(Mapping::Table(t)));
     }
     let Some(path) = &src.file else {
         bail!("no mapping source given");
     };
-    let table = if path.as_os_str() == "-" {
+    let file = if path.as_os_str() == "-" {
         let stdin = io::stdin().lock();
         mapping::read_mapping_file(stdin, "<stdin>", page_total, dev_count, pte_bits)?
     } else {
@@ -128,7 +160,11 @@ fn build_mapping(
         let f = File::open(path).with_context(|| format!("cannot open mapping file {name}"))?;
         mapping::read_mapping_file(BufReader::new(f), &name, page_total, dev_count, pte_bits)?
     };
-    Ok(Mapping::Table(table))
+    Ok(Source {
+        mapping: Mapping::Table(file.table),
+        unallocated: file.unallocated,
+        userland: file.userland,
+    })
 }
 
 fn plural(n: u64, word: &str) -> String {
@@ -172,10 +208,82 @@ fn refusal(w: &Window, reason: &str, errno: i32) -> anyhow::Error {
     .into()
 }
 
+/// Reads the live table of `dev` back.
+fn read_back(ch: &mut netlink::Channel, dev: &Device) -> Result<TableImage> {
+    match ch.dump(dev.major, dev.minor)? {
+        Ok(windows) => TableImage::from_windows(&windows)
+            .map_err(|e| anyhow::anyhow!("{} ({}:{}): {e}", dev.name, dev.major, dev.minor)),
+        Err((errno, text)) => Err(KernelRefusal(format!(
+            "kernel refused to read {} back: {} ({})",
+            dev.name,
+            text.unwrap_or_else(|| strerror(errno)),
+            netlink::errno_name(errno)
+        ))
+        .into()),
+    }
+}
+
+fn dump(a: DumpArgs) -> Result<()> {
+    let dev = device::resolve(&a.dev)?;
+    let img = read_back(&mut netlink::Channel::open()?, &dev)?;
+    let text = match a.format {
+        DumpFormat::File => {
+            img.to_mapping_file(&format!("{} ({}:{})", dev.name, dev.major, dev.minor))
+        }
+        DumpFormat::RegionMappings => {
+            let (tokens, unallocated) = img.to_region_mappings();
+            if unallocated > 0 {
+                eprintln!(
+                    "dm-switch: {} in unallocated chunks cannot be expressed as set_region_mappings",
+                    plural(unallocated, "region")
+                );
+            }
+            tokens + "\n"
+        }
+        DumpFormat::Json => {
+            let mut v = img.to_json();
+            v["name"] = dev.name.clone().into();
+            v["major"] = dev.major.into();
+            v["minor"] = dev.minor.into();
+            serde_json::to_string_pretty(&v)? + "\n"
+        }
+    };
+    io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .context("cannot write output")?;
+    Ok(())
+}
+
 fn upload(a: UploadArgs) -> Result<()> {
-    let p = prepare_upload(&a)?;
-    let regions = p.plan.regions();
+    let mut p = prepare_upload(&a)?;
     let mut out = io::stdout().lock();
+    let mut ch = None;
+    let planned = p.plan.windows.len();
+    if a.diff {
+        let c = ch.insert(netlink::Channel::open()?);
+        match readback::changed_windows(&p.plan, &read_back(c, &p.dev)?) {
+            Some(changed) => p.plan.windows = changed,
+            None if !a.quiet => writeln!(
+                out,
+                "diff: the live table's page_total, paths or pte_bits differ: sending everything"
+            )
+            .context("cannot write output")?,
+            None => {}
+        }
+    }
+    let regions = p.plan.regions();
+    if a.diff && p.plan.windows.is_empty() {
+        if !a.quiet {
+            writeln!(
+                out,
+                "{} ({}:{}): the live table already matches; nothing sent",
+                p.dev.name, p.dev.major, p.dev.minor
+            )
+            .context("cannot write output")?;
+        }
+        return Ok(());
+    }
     if a.dry_run {
         let mut text = format!("dry run: {}\n", describe(&p));
         for (i, w) in p.plan.windows.iter().enumerate() {
@@ -197,7 +305,10 @@ fn upload(a: UploadArgs) -> Result<()> {
         return Ok(());
     }
 
-    let mut ch = netlink::Channel::open()?;
+    let mut ch = match ch {
+        Some(c) => c,
+        None => netlink::Channel::open()?,
+    };
     let bar = (!a.quiet && regions >= PROGRESS_MIN_REGIONS && out.is_terminal()).then(|| {
         let bar = ProgressBar::with_draw_target(Some(regions), ProgressDrawTarget::stdout());
         if let Ok(style) =
@@ -264,12 +375,17 @@ fn upload(a: UploadArgs) -> Result<()> {
             )
         }
         None => format!(
-            "uploaded {} to {} ({}:{}) in {}, {secs:.3} s, {:.0} regions/s\n",
+            "uploaded {} to {} ({}:{}) in {}{}, {secs:.3} s, {:.0} regions/s\n",
             plural(regions, "region"),
             p.dev.name,
             p.dev.major,
             p.dev.minor,
             plural(p.plan.windows.len() as u64, "window"),
+            if a.diff {
+                format!(" of {planned} (the others already matched)")
+            } else {
+                String::new()
+            },
             regions as f64 / secs.max(1e-9)
         ),
     };

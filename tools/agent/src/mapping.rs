@@ -68,6 +68,15 @@ impl PackedTable {
         }
     }
 
+    /// The same entries packed at `pte_bits` (wide enough for every entry).
+    pub fn repacked(&self, pte_bits: u8) -> Result<Self, String> {
+        let mut t = Self::new(self.len, pte_bits)?;
+        for i in 0..self.len {
+            t.set(i, self.get(i));
+        }
+        Ok(t)
+    }
+
     /// The packed words of window `offset..offset+count`; `offset` must be a
     /// multiple of the fields per word. Fields past the window are zero.
     pub fn window_words(&self, offset: u64, count: u64) -> Vec<u32> {
@@ -99,6 +108,22 @@ pub enum Mapping {
 }
 
 impl Mapping {
+    /// The path of region `r`.
+    pub fn get(&self, r: u64) -> u32 {
+        match self {
+            Mapping::Table(t) => t.get(r),
+            Mapping::RoundRobin { dev_count } => (r % u64::from((*dev_count).max(1))) as u32,
+        }
+    }
+
+    /// The same mapping for windows of `pte_bits` bits.
+    pub fn repacked(self, pte_bits: u8) -> anyhow::Result<Self> {
+        Ok(match self {
+            Mapping::Table(t) => Mapping::Table(t.repacked(pte_bits).map_err(anyhow::Error::msg)?),
+            rr => rr,
+        })
+    }
+
     /// The packed words of window `offset..offset+count` at `pte_bits`.
     pub fn window_words(&self, offset: u64, count: u64, pte_bits: u8) -> Vec<u32> {
         match self {
@@ -142,16 +167,31 @@ fn parse_dec(s: &str, what: &str) -> Result<u64, String> {
         .map_err(|_| format!("{what} `{s}` is too large"))
 }
 
-/// Parses one mapping-file line into `(first, last, path)`, or `None` for a
-/// blank or comment-only line. Bounds are not checked here.
-pub fn parse_line(line: &str) -> Result<Option<(u64, u64, u64)>, String> {
+/// One line of a mapping file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line {
+    /// Blank or comment only.
+    Blank,
+    /// `FIRST-LAST PATH` (or `REGION PATH`): regions on a path.
+    Entries(u64, u64, u64),
+    /// `FIRST-LAST -`: whole chunks left unallocated (unmapped regions).
+    Unallocated(u64, u64),
+    /// `userland A,B`: the two userland words.
+    Userland([u32; 2]),
+}
+
+/// Parses one mapping-file line. Bounds are not checked here.
+pub fn parse_line(line: &str) -> Result<Line, String> {
     let content = match line.find('#') {
         Some(i) => &line[..i],
         None => line,
     };
     let fields: Vec<&str> = content.split_whitespace().collect();
     match fields.as_slice() {
-        [] => Ok(None),
+        [] => Ok(Line::Blank),
+        ["userland", words] => crate::cli::parse_userland(words)
+            .map(Line::Userland)
+            .map_err(|e| format!("userland: {e}")),
         [regions, path] => {
             let (first, last) = match regions.split_once('-') {
                 Some((a, b)) => (parse_dec(a, "first region")?, parse_dec(b, "last region")?),
@@ -163,13 +203,27 @@ pub fn parse_line(line: &str) -> Result<Option<(u64, u64, u64)>, String> {
             if first > last {
                 return Err(format!("range {first}-{last} is backwards"));
             }
-            Ok(Some((first, last, parse_dec(path, "path")?)))
+            if *path == "-" {
+                return Ok(Line::Unallocated(first, last));
+            }
+            Ok(Line::Entries(first, last, parse_dec(path, "path")?))
         }
         _ => Err(format!(
-            "expected `REGION PATH` or `FIRST-LAST PATH`, found `{}`",
+            "expected `REGION PATH`, `FIRST-LAST PATH`, `FIRST-LAST -` or `userland A,B`, found `{}`",
             content.trim()
         )),
     }
+}
+
+/// What a mapping file says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MappingFile {
+    /// Every region's path (0 where no line names it).
+    pub table: PackedTable,
+    /// Chunks to leave unallocated, in order.
+    pub unallocated: Vec<u32>,
+    /// The userland words, if the file sets them.
+    pub userland: Option<[u32; 2]>,
 }
 
 /// Reads a mapping file into a table of `page_total` entries.
@@ -177,44 +231,87 @@ pub fn parse_line(line: &str) -> Result<Option<(u64, u64, u64)>, String> {
 /// Format: one `REGION PATH` or `FIRST-LAST PATH` per line, decimal; `#`
 /// starts a comment; blank lines are ignored; unnamed regions map to path 0;
 /// a later line overrides an earlier one for the regions they share.
+/// `FIRST-LAST -` leaves whole chunks (of `CHUNK_PTE_COUNT` regions; the
+/// last may be partial) unallocated, and no other line may name their
+/// regions; `userland A,B` sets the userland words. `dm-switch dump` writes
+/// this format.
 pub fn read_mapping_file<R: BufRead>(
     reader: R,
     file: &str,
     page_total: u32,
     dev_count: u32,
     pte_bits: u8,
-) -> Result<PackedTable, anyhow::Error> {
+) -> Result<MappingFile, anyhow::Error> {
     let mut table =
         PackedTable::new(u64::from(page_total), pte_bits).map_err(anyhow::Error::msg)?;
+    let chunk = u64::from(wire::CHUNK_PTE_COUNT);
+    let total = u64::from(page_total);
+    // The line that left each chunk unallocated (0: allocated).
+    let mut unallocated_by = vec![0usize; total.div_ceil(chunk) as usize];
+    let mut named = vec![false; unallocated_by.len()];
+    let mut userland = None;
     let err = |line: usize, msg: String| FileError {
         file: file.to_string(),
         line,
         msg,
+    };
+    let out_of_range = |last: u64| {
+        format!(
+            "region {last} is out of range: the table has {page_total} regions (0..={})",
+            total.saturating_sub(1)
+        )
     };
     for (i, line) in reader.split(b'\n').enumerate() {
         let lineno = i + 1;
         let bytes = line.map_err(|e| err(lineno, format!("read error: {e}")))?;
         let text = std::str::from_utf8(&bytes)
             .map_err(|_| err(lineno, "line is not valid UTF-8".into()))?;
-        let Some((first, last, path)) = parse_line(text).map_err(|m| err(lineno, m))? else {
-            continue;
+        let line = parse_line(text).map_err(|m| err(lineno, m))?;
+        let (first, last, path) = match line {
+            Line::Blank => continue,
+            Line::Userland(words) => {
+                userland = Some(words);
+                continue;
+            }
+            Line::Entries(first, last, path) => (first, last, Some(path)),
+            Line::Unallocated(first, last) => (first, last, None),
         };
-        if last >= u64::from(page_total) {
-            return Err(err(
-                lineno,
-                format!(
-                    "region {last} is out of range: the table has {page_total} regions (0..={})",
-                    u64::from(page_total).saturating_sub(1)
-                ),
-            )
-            .into());
+        if last >= total {
+            return Err(err(lineno, out_of_range(last)).into());
         }
-        if path >= u64::from(dev_count) {
-            return Err(err(lineno, path_range_msg(path, dev_count)).into());
+        let chunks = (first / chunk) as usize..=(last / chunk) as usize;
+        if let Some(path) = path {
+            if path >= u64::from(dev_count) {
+                return Err(err(lineno, path_range_msg(path, dev_count)).into());
+            }
+            if let Some(c) = chunks.clone().find(|&c| unallocated_by[c] != 0) {
+                let msg = format!("chunk {c} is unallocated (line {})", unallocated_by[c]);
+                return Err(err(lineno, msg).into());
+            }
+            named[chunks].fill(true);
+            table.set_range(first, last, path as u32);
+        } else {
+            if first % chunk != 0 || ((last + 1) % chunk != 0 && last + 1 != total) {
+                let msg =
+                    format!("an unallocated range must cover whole chunks of {chunk} regions");
+                return Err(err(lineno, msg).into());
+            }
+            if let Some(c) = chunks.clone().find(|&c| named[c]) {
+                return Err(
+                    err(lineno, format!("chunk {c} has entries on an earlier line")).into(),
+                );
+            }
+            unallocated_by[chunks].fill(lineno);
         }
-        table.set_range(first, last, path as u32);
     }
-    Ok(table)
+    let unallocated = (0..unallocated_by.len() as u32)
+        .filter(|&c| unallocated_by[c as usize] != 0)
+        .collect();
+    Ok(MappingFile {
+        table,
+        unallocated,
+        userland,
+    })
 }
 
 fn path_range_msg(path: u64, dev_count: u32) -> String {
@@ -287,7 +384,9 @@ mod tests {
 
     fn file(text: &str, total: u32, devs: u32) -> Result<PackedTable, String> {
         let bits = crate::device::default_pte_bits(devs);
-        read_mapping_file(text.as_bytes(), "map.txt", total, devs, bits).map_err(|e| e.to_string())
+        read_mapping_file(text.as_bytes(), "map.txt", total, devs, bits)
+            .map(|f| f.table)
+            .map_err(|e| e.to_string())
     }
 
     fn entries(t: &PackedTable) -> Vec<u32> {
@@ -318,11 +417,11 @@ mod tests {
             ),
             (
                 "0 1 2\n",
-                "map.txt:1: expected `REGION PATH` or `FIRST-LAST PATH`, found `0 1 2`",
+                "map.txt:1: expected `REGION PATH`, `FIRST-LAST PATH`, `FIRST-LAST -` or `userland A,B`, found `0 1 2`",
             ),
             (
                 "0\n",
-                "map.txt:1: expected `REGION PATH` or `FIRST-LAST PATH`, found `0`",
+                "map.txt:1: expected `REGION PATH`, `FIRST-LAST PATH`, `FIRST-LAST -` or `userland A,B`, found `0`",
             ),
             ("\n\n5-2 1\n", "map.txt:3: range 5-2 is backwards"),
             (
@@ -355,6 +454,43 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(file(text, 8, 3).unwrap_err(), want, "input {text:?}");
         }
+        // Unallocated chunks and userland words (what `dump` writes).
+        let c = wire::CHUNK_PTE_COUNT;
+        let total = 2 * c + 100;
+        let read = |text: &str| {
+            read_mapping_file(text.as_bytes(), "d", total, 3, 2).map_err(|e| e.to_string())
+        };
+        let f = read(&format!(
+            "userland 0x10,3\n0-{} -\n{} 2\n{}-{} -\n",
+            c - 1,
+            c,
+            2 * c,
+            total - 1
+        ))
+        .unwrap();
+        assert_eq!(
+            (f.unallocated, f.userland, f.table.get(u64::from(c))),
+            (vec![0, 2], Some([16, 3]), 2)
+        );
+        assert_eq!(
+            read("1-8191 -\n").unwrap_err(),
+            "d:1: an unallocated range must cover whole chunks of 8192 regions"
+        );
+        assert_eq!(
+            read("0-8190 -\n").unwrap_err(),
+            "d:1: an unallocated range must cover whole chunks of 8192 regions"
+        );
+        assert_eq!(
+            read("0-8191 -\n5 1\n").unwrap_err(),
+            "d:2: chunk 0 is unallocated (line 1)"
+        );
+        assert_eq!(
+            read("5 1\n0-8191 -\n").unwrap_err(),
+            "d:2: chunk 0 has entries on an earlier line"
+        );
+        assert!(read("userland 1\n")
+            .unwrap_err()
+            .starts_with("d:1: userland: expected two words"));
         let bad_utf8 = read_mapping_file(&b"0 1\n\xff 1\n"[..], "m", 4, 2, 1).unwrap_err();
         assert_eq!(bad_utf8.to_string(), "m:2: line is not valid UTF-8");
     }

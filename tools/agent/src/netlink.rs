@@ -1,7 +1,8 @@
 //! The generic-netlink channel to the kernel module: the `DM_SWITCH` family
 //! as a [`GenlFamily`], family-id resolution through the controller
 //! (`CTRL_CMD_GETFAMILY`, falling back to `/sys/module/dm_switch/familyid`),
-//! and one request/reply exchange per window.
+//! one request/reply exchange per uploaded window, and the dump that reads
+//! the live table back (`NETLINK_CMD_DUMP_PAGE_TBL`).
 //!
 //! Framing is done by `netlink-packet-core`/`-generic`; the socket is
 //! `netlink-sys`. This module only adds the family's attributes.
@@ -13,7 +14,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use netlink_packet_core::{
     DecodeError, DefaultNla, Emitable, ErrorContext, NetlinkBuffer, NetlinkDeserializable,
     NetlinkMessage, NetlinkPayload, NetlinkSerializable, Nla, NlaBuffer, NlasIterator, Parseable,
-    ParseableParametrized, NLM_F_ACK, NLM_F_REQUEST,
+    ParseableParametrized, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
@@ -42,6 +43,10 @@ pub enum DmSwitchAttr {
     Msg(Vec<u8>),
     /// `DM_SWITCH_ATTR_RESPONSE`: an encoded `IpcResponse`.
     Response(Vec<u8>),
+    /// `DM_SWITCH_ATTR_DEV_MAJOR`: the device a dump reads.
+    DevMajor(u32),
+    /// `DM_SWITCH_ATTR_DEV_MINOR`: the device a dump reads.
+    DevMinor(u32),
     /// Anything else, kept as is.
     Other(DefaultNla),
 }
@@ -50,6 +55,7 @@ impl Nla for DmSwitchAttr {
     fn value_len(&self) -> usize {
         match self {
             DmSwitchAttr::Msg(v) | DmSwitchAttr::Response(v) => v.len(),
+            DmSwitchAttr::DevMajor(_) | DmSwitchAttr::DevMinor(_) => 4,
             DmSwitchAttr::Other(n) => n.value_len(),
         }
     }
@@ -58,6 +64,8 @@ impl Nla for DmSwitchAttr {
         match self {
             DmSwitchAttr::Msg(_) => wire::ATTR_MSG,
             DmSwitchAttr::Response(_) => wire::ATTR_RESPONSE,
+            DmSwitchAttr::DevMajor(_) => wire::ATTR_DEV_MAJOR,
+            DmSwitchAttr::DevMinor(_) => wire::ATTR_DEV_MINOR,
             DmSwitchAttr::Other(n) => n.kind(),
         }
     }
@@ -65,6 +73,9 @@ impl Nla for DmSwitchAttr {
     fn emit_value(&self, buffer: &mut [u8]) {
         match self {
             DmSwitchAttr::Msg(v) | DmSwitchAttr::Response(v) => buffer.copy_from_slice(v),
+            DmSwitchAttr::DevMajor(n) | DmSwitchAttr::DevMinor(n) => {
+                buffer.copy_from_slice(&n.to_ne_bytes())
+            }
             DmSwitchAttr::Other(n) => n.emit_value(buffer),
         }
     }
@@ -75,6 +86,14 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for DmSwitchAttr {
         Ok(match buf.kind() {
             wire::ATTR_MSG => DmSwitchAttr::Msg(buf.value().to_vec()),
             wire::ATTR_RESPONSE => DmSwitchAttr::Response(buf.value().to_vec()),
+            kind @ (wire::ATTR_DEV_MAJOR | wire::ATTR_DEV_MINOR) if buf.value().len() == 4 => {
+                let v = wire::read_u32(buf.value(), 0);
+                if kind == wire::ATTR_DEV_MAJOR {
+                    DmSwitchAttr::DevMajor(v)
+                } else {
+                    DmSwitchAttr::DevMinor(v)
+                }
+            }
             _ => DmSwitchAttr::Other(DefaultNla::parse(buf)?),
         })
     }
@@ -96,6 +115,22 @@ impl DmSwitchMsg {
             cmd: wire::CMD_GET_PAGE_TBL,
             nlas: vec![DmSwitchAttr::Msg(payload)],
         }
+    }
+
+    /// A dump request for the live table of `major:minor`.
+    pub fn dump(major: u32, minor: u32) -> Self {
+        Self {
+            cmd: wire::CMD_DUMP_PAGE_TBL,
+            nlas: vec![DmSwitchAttr::DevMajor(major), DmSwitchAttr::DevMinor(minor)],
+        }
+    }
+
+    /// The `NETLINK_ATTR_MSG` attribute (an `IpcPgTable`), if present.
+    pub fn window(&self) -> Option<&[u8]> {
+        self.nlas.iter().find_map(|n| match n {
+            DmSwitchAttr::Msg(v) => Some(v.as_slice()),
+            _ => None,
+        })
     }
 
     /// The `IpcResponse` attribute, if present.
@@ -149,8 +184,16 @@ pub fn serialize_request<I>(inner: I, seq: u32) -> Vec<u8>
 where
     I: NetlinkSerializable + Into<NetlinkPayload<I>>,
 {
+    serialize(inner, seq, NLM_F_REQUEST | NLM_F_ACK)
+}
+
+/// Serializes `inner` as a message with `flags`.
+fn serialize<I>(inner: I, seq: u32, flags: u16) -> Vec<u8>
+where
+    I: NetlinkSerializable + Into<NetlinkPayload<I>>,
+{
     let mut msg = NetlinkMessage::from(inner);
-    msg.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    msg.header.flags = flags;
     msg.header.sequence_number = seq;
     msg.finalize();
     let mut buf = vec![0u8; msg.buffer_len()];
@@ -175,7 +218,9 @@ pub enum Event<T> {
     /// `NLMSG_ERROR` with a negative errno (kept positive here), and the
     /// extended-ack text if the kernel sent one.
     Error(i32, Option<String>),
-    /// Anything else (`NLMSG_NOOP`, `NLMSG_DONE`, ...).
+    /// `NLMSG_DONE`: a dump ended, with this (positive) errno if not 0.
+    Done(i32),
+    /// Anything else (`NLMSG_NOOP`, `NLMSG_OVERRUN`, ...).
     Other,
 }
 
@@ -210,6 +255,7 @@ where
                 None => Event::Ack,
                 Some(code) => Event::Error(-code.get(), ext_ack_msg(flags, &e.header)),
             },
+            NetlinkPayload::Done(d) => Event::Done(-d.code),
             _ => Event::Other,
         });
     }
@@ -349,6 +395,8 @@ impl Channel {
                     Event::Inner(m) => inner.push(m),
                     Event::Ack => return Ok((inner, None)),
                     Event::Error(errno, text) => return Ok((inner, Some((errno, text)))),
+                    Event::Done(0) => return Ok((inner, None)),
+                    Event::Done(errno) => return Ok((inner, Some((errno, None)))),
                     Event::Other => {}
                 }
             }
@@ -408,6 +456,31 @@ impl Channel {
             (None, Some((errno, text))) => Ok(Outcome::CoreError(errno, text)),
             (None, None) => bail!("the kernel acknowledged the request without an IpcResponse"),
         }
+    }
+}
+
+impl Channel {
+    /// Reads the live table of `major:minor` back: the `IpcPgTable` windows
+    /// of the dump, in order, or the error that refused it.
+    pub fn dump(&mut self, major: u32, minor: u32) -> Result<Result<Vec<Vec<u8>>, CoreError>> {
+        let seq = self.next_seq();
+        let mut genl = GenlMessage::from_payload(DmSwitchMsg::dump(major, minor));
+        genl.set_resolved_family_id(self.family_id);
+        let bytes = serialize(genl, seq, NLM_F_REQUEST | NLM_F_DUMP);
+        let (messages, err) = self.exchange::<GenlMessage<DmSwitchMsg>>(&bytes, seq)?;
+        if let Some(e) = err {
+            return Ok(Err(e));
+        }
+        messages
+            .iter()
+            .map(|m| {
+                m.payload
+                    .window()
+                    .map(<[u8]>::to_vec)
+                    .ok_or_else(|| anyhow!("a dump message without NETLINK_ATTR_MSG"))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Ok)
     }
 }
 

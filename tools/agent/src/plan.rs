@@ -126,6 +126,16 @@ impl UploadPlan {
         }
     }
 
+    /// The same plan, then a free of each chunk in `chunks` (after the
+    /// entries, so the chunks end up unallocated).
+    pub fn with_frees(mut self, chunks: &[u32]) -> Self {
+        self.windows.extend(chunks.iter().map(|&c| Window {
+            offset: c * wire::CHUNK_PTE_COUNT,
+            count: 0,
+        }));
+        self
+    }
+
     /// A plan that frees kernel chunk `chunk`.
     pub fn free(header: wire::PgTableHeader, chunk: u32) -> Result<Self> {
         Ok(Self {
