@@ -31,6 +31,9 @@ read -r hp hf < <(awk '/^test result:/ {p+=$4; f+=$6} END {print p+0, f+0}' "$ho
 passed=$((passed + hp)); failed=$((failed + hf))
 (cd tools && cargo build --release --quiet) || fatal "agent build failed"
 
+step "YNL spec against the kernel tree's schema and pure/abi.rs"
+if python3 tests/host/ynl_spec.py "$KSRC"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+
 step "in-VM suites on the debug kernel (one boot, ~2 min of it booting)"
 out=$(mktemp -d /tmp/dm-switch-check.XXXXXX)
 # All suites share one boot: allow it most of CI's 90 minutes (about 35 are
@@ -38,6 +41,7 @@ out=$(mktemp -d /tmp/dm-switch-check.XXXXXX)
 # run needs longer (make soak sets VM_TIMEOUT=14400).
 export VM_TIMEOUT=${VM_TIMEOUT:-4800}
 timed scripts/vm.sh --out "$out" -- env DM_SWITCH_SOAK="${SOAK:-}" DM_SWITCH_FUZZ_SEED="${FUZZ_SEED:-}" \
+  DM_SWITCH_KSRC="$KSRC" \
   "$REPO_ROOT/tests/guest/suites.sh" ${SUITES:-}
 vm_rc=$?
 read -r vp vf < <(python3 - "$out" <<'PY'

@@ -11,6 +11,7 @@ APT_PACKAGES=(
   qemu-system-x86 busybox-static udev
   dmsetup fio util-linux e2fsprogs
   python3 python3-pytest jq libcap2-bin
+  python3-yaml python3-jsonschema       # the YNL spec check and tools/net/ynl/cli.py
   python3-matplotlib linux-perf          # make bench: the plot, guest profiles
 )
 BINDGEN_VERSION=0.71.1
