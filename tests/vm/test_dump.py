@@ -94,7 +94,7 @@ def test_partial_window_chunk_free_and_page_total_change(env, client):
     upload(client, sw, mdl, wire.pgtable(M, m, 20000, 16, [(r * 7) % 3 for r in range(37)], 3, 2, (1, 2)))
     expect(client, sw, mdl)
     # A second chunk, then free the first.
-    upload(client, sw, mdl, wire.pgtable(M, m, 20000, 9000, [2] * 100, 3, 2, (3, 4)))
+    upload(client, sw, mdl, wire.pgtable(M, m, 20000, 9008, [2] * 100, 3, 2, (3, 4)))
     upload(client, sw, mdl, wire.pgtable(M, m, 20000, 0, [], 3, 2, (5, 6)))
     got = expect(client, sw, mdl)
     assert [h.page_count for h in headers(got)][0] == 0
@@ -122,12 +122,14 @@ def test_region_mappings_upstream_start_and_reload(env, client):
 
 
 def test_dump_is_a_snapshot_while_uploads_run(env, client):
-    """One window rewrites the whole table, alternately to path 1 and to
-    path 2; a dump spans many buffers, yet never shows a mix."""
-    regions = 100000
-    sw = Switch(env, "swds", regions=regions, region=8)
+    """One window rewrites the whole table (500,000 regions of 1 bit),
+    alternately to path 0 and to path 1; a dump spans several buffers (so
+    several dump calls), yet never shows a mix."""
+    regions = 500000
+    sw = Switch(env, "swds", npaths=2, regions=regions, region=2)
     M, m = sw.dev.major, sw.dev.minor
-    msgs = [wire.pgtable(M, m, regions, 0, [p] * regions, 3, 2) for p in (1, 2)]
+    msgs = [wire.pgtable(M, m, regions, 0, [p] * regions, 2, 1) for p in (0, 1)]
+    assert all(len(msg) <= wire.MAX_MSG for msg in msgs)
     assert client.send(msgs[0]).status == 0
     stop, sent = threading.Event(), [0]
 
@@ -140,29 +142,32 @@ def test_dump_is_a_snapshot_while_uploads_run(env, client):
 
     t = threading.Thread(target=writer)
     t.start()
-    seen = set()
+    seen, buffers = set(), []
     try:
         for _ in range(20):
-            ws = client.dump(M, m)
-            assert len(ws) > 10  # many windows, many buffers
+            n = [0]
+            ws = client.dump(M, m, between=lambda i: n.__setitem__(0, i))
+            buffers.append(n[0] + 1)
             got = model.replay(ws)
-            values = {v for c in got.chunks.values() for v in c[:min(wire.CHUNK, regions)]}
+            values = {got.get(r) for r in range(regions)}
             assert len(values) == 1, f"a dump mixed two tables: paths {sorted(values)}"
             seen |= values
     finally:
         stop.set()
         t.join()
-    print(f"\ndump snapshot: {sent[0]} uploads during 20 dumps, tables seen {sorted(seen)}")
-    assert sent[0] > 0
+    print(f"\ndump snapshot: {sent[0]} uploads during 20 dumps of {min(buffers)}-{max(buffers)} buffers, "
+          f"tables seen {sorted(seen)}")
+    assert sent[0] > 0 and min(buffers) > 1
 
 
 @pytest.mark.parametrize("action", ["suspend", "remove"])
 def test_device_goes_away_mid_dump(env, client, action):
-    regions = 100000
-    sw = Switch(env, f"swdg{action[0]}", regions=regions, region=8)
+    regions = 1 << 20
+    sw = Switch(env, f"swdg{action[0]}", regions=regions, region=2)
     M, m = sw.dev.major, sw.dev.minor
     mdl = model.Device(M, m, 3, regions)
-    upload(client, sw, mdl, wire.pgtable(M, m, regions, 0, [r % 3 for r in range(regions)], 3, 2))
+    for msg in wire.windows(M, m, [r % 3 for r in range(regions)], 3, 2):
+        upload(client, sw, mdl, msg)
     done = []
 
     def act(n):
