@@ -15,6 +15,17 @@ use kernel::c_str;
 use kernel::ffi::{self, c_char};
 use kernel::{bindings as kb, error::to_result, prelude::*, types::Opaque, ThisModule};
 
+/// `Some(callback)` if the target implements it (`HAS_*` of `#[vtable]`).
+macro_rules! callback {
+    ($has:expr, $f:expr) => {
+        if $has {
+            Some($f)
+        } else {
+            None
+        }
+    };
+}
+
 /// The registered `target_type` and the type's shared state, in one pinned
 /// allocation.
 ///
@@ -57,36 +68,12 @@ impl<T: Target> Registration<T> {
         tt.ctr = Some(Self::ctr);
         tt.dtr = Some(Self::dtr);
         tt.map = Some(Self::map);
-        tt.status = if T::HAS_STATUS {
-            Some(Self::status)
-        } else {
-            None
-        };
-        tt.message = if T::HAS_MESSAGE {
-            Some(Self::message)
-        } else {
-            None
-        };
-        tt.postsuspend = if T::HAS_POSTSUSPEND {
-            Some(Self::postsuspend)
-        } else {
-            None
-        };
-        tt.resume = if T::HAS_RESUME {
-            Some(Self::resume)
-        } else {
-            None
-        };
-        tt.iterate_devices = if T::HAS_DEVICES {
-            Some(Self::iterate_devices)
-        } else {
-            None
-        };
-        tt.prepare_ioctl = if T::HAS_IOCTL_DEVICE {
-            Some(Self::prepare_ioctl)
-        } else {
-            None
-        };
+        tt.status = callback!(T::HAS_STATUS, Self::status);
+        tt.message = callback!(T::HAS_MESSAGE, Self::message);
+        tt.postsuspend = callback!(T::HAS_POSTSUSPEND, Self::postsuspend);
+        tt.resume = callback!(T::HAS_RESUME, Self::resume);
+        tt.iterate_devices = callback!(T::HAS_DEVICES, Self::iterate_devices);
+        tt.prepare_ioctl = callback!(T::HAS_IOCTL_DEVICE, Self::prepare_ioctl);
         tt
     };
 
