@@ -159,15 +159,15 @@ impl genl::Handler for Protocol {
                 c_str!("missing DM_SWITCH_ATTR_DEV_MAJOR or DM_SWITCH_ATTR_DEV_MINOR"),
             ));
         };
+        let no_target = || refuse(ENODEV, c_str!("no live switch target on that device"));
         let instance = DevT::new(major, minor)
             .and_then(|devt| self.registry.find_live(devt))
-            .ok_or(refuse(
-                ENODEV,
-                c_str!("no live switch target on that device"),
-            ))?;
-        let table = instance
-            .snapshot()
-            .map_err(|_| refuse(ENOMEM, c_str!("out of memory for the snapshot")))?;
+            .ok_or_else(no_target)?;
+        // A suspended device keeps its registry entry: only a live one is read.
+        let table = instance.snapshot().map_err(|e| match e {
+            UpdateFail::NotLive => no_target(),
+            UpdateFail::Update(_) => refuse(ENOMEM, c_str!("out of memory for the snapshot")),
+        })?;
         // dev_count <= 65535 (the constructor's limit).
         let dev_count = instance.geometry.dev_count as u16;
         Ok(Dump::new(table, major, minor, dev_count))

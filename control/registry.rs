@@ -108,16 +108,21 @@ impl Instance {
         Ok(())
     }
 
-    /// An exact snapshot of the published table, to keep while writers go
-    /// on: a copy sharing its chunks (copy-on-write), taken under the writer
-    /// lock. With no table published yet, the empty table of the geometry.
-    pub(crate) fn snapshot(&self) -> Result<PageTable, AllocError> {
-        let _writer = self.writer.lock();
+    /// An exact snapshot of the published table of a live instance, to keep
+    /// while writers go on: a copy sharing its chunks (copy-on-write), taken
+    /// under the writer lock. With no table published yet, the empty table of
+    /// the geometry.
+    pub(crate) fn snapshot(&self) -> Result<PageTable, UpdateFail<AllocError>> {
+        let liveness = self.writer.lock();
+        if *liveness != Liveness::Live {
+            return Err(UpdateFail::NotLive);
+        }
         let g = self.geometry;
         match self.table.writer_view() {
             Some(t) => PageTable::derive(Some(t), g.dev_count, t.page_total(), t.pte_bits()),
             None => PageTable::empty(g.dev_count, g.regions, min_pte_bits(g.dev_count)),
         }
+        .map_err(UpdateFail::Update)
     }
 
     fn set_liveness(&self, liveness: Liveness) {
