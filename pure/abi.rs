@@ -188,15 +188,24 @@ fn byte(buf: &[u8], off: usize, i: usize) -> u8 {
         .unwrap_or(0)
 }
 
-/// The u32 at byte `off` of `buf`; bytes past the end of `buf` read as 0,
-/// so a short buffer can never be misread or panic.
-pub fn read_u32(buf: &[u8], off: usize) -> u32 {
-    u32::from_ne_bytes([0, 1, 2, 3].map(|i| byte(buf, off, i)))
+/// The `N` bytes at `off`, or zeros unless all of them are inside `buf`: a
+/// field a short buffer holds only part of reads as 0, as if absent.
+fn field<const N: usize>(buf: &[u8], off: usize) -> [u8; N] {
+    off.checked_add(N)
+        .and_then(|end| buf.get(off..end))
+        .and_then(|b| b.try_into().ok())
+        .unwrap_or([0; N])
 }
 
-/// The u16 at byte `off` of `buf` (bytes past the end read as 0).
+/// The u32 at byte `off` of `buf`; 0 unless all four bytes are inside
+/// `buf`, so a short buffer can never be misread or panic.
+pub fn read_u32(buf: &[u8], off: usize) -> u32 {
+    u32::from_ne_bytes(field(buf, off))
+}
+
+/// The u16 at byte `off` of `buf` (0 unless both bytes are inside `buf`).
 pub fn read_u16(buf: &[u8], off: usize) -> u16 {
-    u16::from_ne_bytes([0, 1].map(|i| byte(buf, off, i)))
+    u16::from_ne_bytes(field(buf, off))
 }
 
 /// Writes `v` at byte `off` of `buf`; bytes past the end of `buf` are
