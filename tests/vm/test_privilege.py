@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("kernel_log_guard")
 NOBODY = "setpriv --reuid 65534 --regid 65534 --clear-groups --inh-caps=-all --bounding-set=-all"
 
 UPLOAD_SCRIPT = """
-from dmtest import wire
+from dmtest import nl, wire
 try:
     c = nl.Client()
     fid = {fid}
@@ -32,7 +32,7 @@ except nl.NetlinkError as e:
 
 
 FLOOD_SCRIPT = """
-from dmtest import wire
+from dmtest import nl, wire
 c = nl.Client()
 fid = c.family_id()
 msg = nl._attr(1, wire.pgtable({M}, {m}, 64, 0, [2] * 64, 3, 2))
