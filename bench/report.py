@@ -131,13 +131,14 @@ def memory_summary(raw):
             layout = math.ceil(n / per_slot) * 8
             e["layout"] = f"{bits}-bit entries, {per_slot} per 64-bit slot, one vmalloc array"
         else:
-            width = 1 << (bits - 1).bit_length()
+            per_word = 64 // bits
             chunks = math.ceil(n / CHUNK_ENTRIES)
-            layout = chunks * CHUNK_ENTRIES * width // 8
-            e["layout"] = f"{width}-bit entries, {CHUNK_ENTRIES} per chunk, {chunks} chunks"
+            cb = math.ceil(CHUNK_ENTRIES / per_word) * 8
+            layout = chunks * cb
+            e["layout"] = f"{bits}-bit entries, {per_word} per 64-bit word, {CHUNK_ENTRIES} per chunk, {chunks} chunks"
             e["chunks"] = chunks
-            cb = CHUNK_ENTRIES * width // 8
-            cache = e["slab_caches"].get(f"kmalloc-{cb // 1024}k") if cb >= 1024 else None
+            bucket = 1 << (cb - 1).bit_length()  # kmalloc's power-of-two bucket
+            cache = e["slab_caches"].get(f"kmalloc-{bucket // 1024}k") if bucket >= 1024 else None
             e["chunk_data_objects"] = cache["objs"] if cache else None
             e["chunk_data_bytes"] = cb
             e["overhead_per_chunk_bytes"] = (measured - layout) / chunks

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The switch's pure code: no `unsafe`, no kernel API beyond fallible
-//! allocation, compiled unchanged into the host tests (`tools/ptbl-tests`,
+//! allocation, compiled unchanged into the host tests (`tests/host`,
 //! against the small `kernel` stand-in in `tools/kernel-shim`), where it is
 //! property-tested against reference models with overflow checks on.
 //!

@@ -5,9 +5,10 @@
 //! Regions are grouped in chunks of [`CHUNK_ENTRIES`] entries (the RFC's chunk
 //! size, part of the netlink ABI). A chunk is allocated when an entry in it is
 //! first written and can be freed again; regions in a missing chunk, or past
-//! the table, are *unmapped*. Each entry is stored with a power-of-two width
-//! (1, 2, 4, 8, 16 or 32 bits: the smallest that holds every path index), so a
-//! lookup is a shift and a mask.
+//! the table, are *unmapped*. Each entry is stored in the fewest bits that hold
+//! every path index (`ceil(log2 paths)`, at least 1: see [`Packing`]), as many
+//! per 64-bit word as fit, like upstream's `switch`; a lookup is a multiply by a
+//! reciprocal, a shift and a mask, never a divide.
 //!
 //! A published [`PageTable`] is never modified: an update builds a new table
 //! beside it ([`PageTable::derive`]), sharing the chunks it does not touch and
@@ -15,7 +16,7 @@
 //! reader always sees one consistent geometry, and a failed update (bad entry,
 //! out of memory) leaves the live table exactly as it was.
 //!
-//! This file is also compiled into the host tests (`tools/ptbl-tests`) against
+//! This file is also compiled into the host tests (`tests/host`) against
 //! a small stand-in for the two `kernel` items it uses.
 
 use super::abi;
@@ -49,19 +50,66 @@ impl From<AllocError> for UpdateError {
 
 /// One chunk of packed entries.
 pub(crate) struct Chunk {
-    words: KVVec<u32>,
+    words: KVVec<u64>,
+}
+
+/// How entries are packed into 64-bit words: `bits` bits each (1..=16),
+/// `per_word = 64 / bits` of them per word, entry `k` of a chunk in word
+/// `k / per_word` at bit `(k % per_word) * bits`. A word's top
+/// `64 % bits` bits are unused, as in upstream's `switch`.
+///
+/// The quotient is computed without a divide: `k * reciprocal >> 32` with
+/// `reciprocal = 2^32 / per_word + 1` (rounded up). That is exact for every
+/// index `k` of a chunk: write `reciprocal = (2^32 + e) / per_word` with
+/// `0 < e <= per_word`; then `k * reciprocal / 2^32 = k / per_word + k * e /
+/// (per_word * 2^32)`, and the error term is below `k / 2^32 < 2^-19` (since
+/// `k < 2^13`), smaller than the `1 / per_word >= 2^-6` gap between
+/// `k / per_word` and the next integer, so the floor is unchanged. The host
+/// tests check every `k` for every `per_word` that occurs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Packing {
+    bits: u32,
+    per_word: u32,
+    reciprocal: u64,
+    mask: u64,
+}
+
+impl Packing {
+    /// The packing of a table over `dev_count` paths (`1..=65535`).
+    pub(crate) fn for_paths(dev_count: u32) -> Self {
+        // min_pte_bits is 1..=32; with at most 65535 paths it is at most 16,
+        // and the clamp keeps per_word >= 4 for any other input.
+        let bits = u32::from(min_pte_bits(dev_count)).min(16);
+        let per_word = u64::BITS / bits;
+        Self {
+            bits,
+            per_word,
+            reciprocal: (1u64 << 32) / u64::from(per_word) + 1,
+            mask: (1u64 << bits) - 1,
+        }
+    }
+
+    /// 64-bit words in a chunk.
+    pub(crate) fn chunk_words(&self) -> usize {
+        CHUNK_ENTRIES.div_ceil(self.per_word) as usize
+    }
+
+    /// Word index and bit shift of entry `local` (`< CHUNK_ENTRIES`) of a chunk.
+    #[inline(always)]
+    pub(crate) fn locate(&self, local: u32) -> (usize, u32) {
+        // local < 2^13 and reciprocal <= 2^32 + 1: the product fits in 46
+        // bits, the quotient times per_word is at most local, and the
+        // remainder times bits is below 64. Wrapping forms of these exact
+        // operations keep overflow-check branches out of map().
+        let word = (u64::from(local).wrapping_mul(self.reciprocal) >> 32) as u32;
+        let field = local.wrapping_sub(word.wrapping_mul(self.per_word));
+        (word as usize, field.wrapping_mul(self.bits))
+    }
 }
 
 /// A complete, immutable-once-published page table.
 pub(crate) struct PageTable {
-    /// log2 of the stored entry width in bits (0..=5).
-    entry_shift: u32,
-    /// `(1 << width) - 1`.
-    entry_mask: u32,
-    /// log2 of the entries per 32-bit word.
-    word_shift: u32,
-    /// Entries per word minus one.
-    slot_mask: u32,
+    packing: Packing,
     dev_count: u32,
     page_total: u32,
     pte_bits: u8,
@@ -74,13 +122,6 @@ pub(crate) fn min_pte_bits(dev_count: u32) -> u8 {
     let bits = u32::BITS - dev_count.saturating_sub(1).leading_zeros();
     // At most 32, so the cast is lossless.
     bits.max(1) as u8
-}
-
-/// log2 of the stored entry width for `dev_count` paths.
-pub(crate) fn entry_shift_for(dev_count: u32) -> u32 {
-    u32::from(min_pte_bits(dev_count))
-        .next_power_of_two()
-        .trailing_zeros()
 }
 
 /// Number of chunks covering `page_total` regions.
@@ -96,13 +137,8 @@ impl PageTable {
         pte_bits: u8,
         chunks: KVVec<Option<Arc<Chunk>>>,
     ) -> Self {
-        let entry_shift = entry_shift_for(dev_count);
-        let word_shift = 5 - entry_shift;
         Self {
-            entry_shift,
-            entry_mask: u32::MAX >> (u32::BITS - (1 << entry_shift)),
-            word_shift,
-            slot_mask: (1 << word_shift) - 1,
+            packing: Packing::for_paths(dev_count),
             dev_count,
             page_total,
             pte_bits,
@@ -187,8 +223,8 @@ impl PageTable {
             .chunks
             .get((region >> CHUNK_SHIFT) as usize)?
             .as_deref()?;
-        let (word, shift) = self.slot(region);
-        Some(chunk.words.get(word)?.wrapping_shr(shift) & self.entry_mask)
+        let (word, shift) = self.packing.locate(region & CHUNK_MASK);
+        Some((chunk.words.get(word)?.wrapping_shr(shift) & self.packing.mask) as u32)
     }
 
     /// Writes `(region, path)` entries (see [`Editor::set`]).
@@ -212,8 +248,8 @@ impl PageTable {
     }
 
     /// A private copy of chunk `index` (zeroed if unallocated).
-    fn chunk_copy(&self, index: u32) -> Result<KVVec<u32>, AllocError> {
-        let len = (CHUNK_ENTRIES >> self.word_shift) as usize;
+    fn chunk_copy(&self, index: u32) -> Result<KVVec<u64>, AllocError> {
+        let len = self.packing.chunk_words();
         match self.chunks.get(index as usize).and_then(Option::as_deref) {
             Some(chunk) => {
                 let mut words = KVVec::with_capacity(len, GFP_KERNEL)?;
@@ -224,21 +260,8 @@ impl PageTable {
         }
     }
 
-    /// Word index and bit shift of `region` within its chunk.
-    #[inline(always)]
-    fn slot(&self, region: u32) -> (usize, u32) {
-        let local = region & CHUNK_MASK;
-        // Both shifts are below 32 (word_shift <= 5, entry_shift <= 5 and the
-        // shifted slot index times the width stays below 32), so the wrapping
-        // shifts are the plain ones, without overflow-check branches.
-        (
-            local.wrapping_shr(self.word_shift) as usize,
-            (local & self.slot_mask).wrapping_shl(self.entry_shift),
-        )
-    }
-
     /// Publishes `words` as chunk `index` of this (unpublished) table.
-    fn store_chunk(&mut self, index: u32, words: KVVec<u32>) -> Result<(), AllocError> {
+    fn store_chunk(&mut self, index: u32, words: KVVec<u64>) -> Result<(), AllocError> {
         let chunk = Arc::new(Chunk { words }, GFP_KERNEL)?;
         if let Some(slot) = self.chunks.get_mut(index as usize) {
             *slot = Some(chunk);
@@ -288,7 +311,7 @@ impl PageTable {
 /// because such a table is discarded, never published.
 pub(crate) struct Editor<'t> {
     table: &'t mut PageTable,
-    open: Option<(u32, KVVec<u32>)>,
+    open: Option<(u32, KVVec<u64>)>,
 }
 
 impl Editor<'_> {
@@ -311,9 +334,10 @@ impl Editor<'_> {
                 &mut open.insert((index, table.chunk_copy(index)?)).1
             }
         };
-        let (word, shift) = table.slot(region);
+        let packing = table.packing;
+        let (word, shift) = packing.locate(region & CHUNK_MASK);
         if let Some(w) = words.get_mut(word) {
-            *w = (*w & !(table.entry_mask << shift)) | (path << shift);
+            *w = (*w & !(packing.mask << shift)) | (u64::from(path) << shift);
         }
         Ok(())
     }
@@ -322,8 +346,9 @@ impl Editor<'_> {
     pub(crate) fn get(&self, region: u32) -> Option<u32> {
         match &self.open {
             Some((i, words)) if *i == region >> CHUNK_SHIFT && region < self.table.page_total => {
-                let (word, shift) = self.table.slot(region);
-                Some((*words.get(word)? >> shift) & self.table.entry_mask)
+                let packing = self.table.packing;
+                let (word, shift) = packing.locate(region & CHUNK_MASK);
+                Some(((*words.get(word)? >> shift) & packing.mask) as u32)
             }
             _ => self.table.lookup(u64::from(region)),
         }

@@ -288,16 +288,16 @@ def agent(*args, input=None):
 
 def test_agent_dump_upload_identity_and_diff(env, client):
     """`dm-switch dump | dm-switch upload --file -` restores the same table
-    (placement, userland words, unallocated chunks) on a 2^20-region table
+    (placement, userland words, unallocated chunks) on a 2^18-region table
     with freed chunks; `upload --diff` sends only the windows that differ."""
-    regions = 1 << 20
+    regions = 1 << 18
     sw = Switch(env, "swda", regions=regions, region=2)
     M, m = sw.dev.major, sw.dev.minor
     rng = random.Random(19)
     vals = [rng.randrange(3) for _ in range(regions)]
     for msg in wire.windows(M, m, vals, 3, 2, userland=(0x2011, 7)):
         assert client.send(msg).status == 0
-    for c in (1, 64, 127):
+    for c in (1, 16, 30):
         assert client.send(wire.pgtable(M, m, regions, c * wire.CHUNK, [], 3, 2, (0x2011, 7))).status == 0
     before = model.replay(client.dump(M, m))
     text = agent("dump", sw.dev.name)
@@ -311,15 +311,16 @@ def test_agent_dump_upload_identity_and_diff(env, client):
     assert "nothing sent" in out, out
     # Change regions in two windows: exactly those two are sent.
     per = wire.window_size(2)
+    assert per + 9 < regions
     lines = text.splitlines()
-    extra = f"5 {(before.chunks[0][5] + 1) % 3}\n{3 * per + 9} {(vals[3 * per + 9] + 1) % 3}\n"
+    extra = f"5 {(before.chunks[0][5] + 1) % 3}\n{per + 9} {(vals[per + 9] + 1) % 3}\n"
     out = agent("upload", sw.dev.name, "--file", "-", "--diff", input="\n".join(lines) + "\n" + extra)
     assert "in 2 windows of" in out, out
     after = model.replay(client.dump(M, m))
-    assert after.get(5) != before.get(5) and after.get(3 * per + 9) != before.get(3 * per + 9)
+    assert after.get(5) != before.get(5) and after.get(per + 9) != before.get(per + 9)
     # JSON and region-mappings renderings.
     j = json.loads(agent("dump", f"{M}:{m}", "--format", "json"))
-    assert j["page_total"] == regions and j["userland"] == [0x2011, 7] and 64 not in j["allocated_chunks"]
+    assert j["page_total"] == regions and j["userland"] == [0x2011, 7] and 16 not in j["allocated_chunks"]
     small = Switch(env, "swdb", regions=64, region=64)
     agent("upload", small.dev.name, "--region-mappings", "0:1 :2 R2,3e")
     assert agent("dump", small.dev.name, "--format", "region-mappings").split()[:3] == ["0:1", "1:2", "2:1"]

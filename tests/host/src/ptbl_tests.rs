@@ -1,28 +1,68 @@
 //! Page-table arithmetic: widths, chunking, copy-on-write updates.
 
-use crate::ptbl::{
-    chunk_count, entry_shift_for, min_pte_bits, PageTable, UpdateError, CHUNK_ENTRIES,
-};
+use crate::ptbl::{chunk_count, min_pte_bits, Packing, PageTable, UpdateError, CHUNK_ENTRIES};
 use proptest::prelude::*;
 
 #[test]
-fn pte_bits_and_storage_width() {
+fn pte_bits_per_path_count() {
     let cases = [
-        (1, 1, 0),
-        (2, 1, 0),
-        (3, 2, 1),
-        (4, 2, 1),
-        (5, 3, 2),
-        (16, 4, 2),
-        (17, 5, 3),
-        (255, 8, 3),
-        (256, 8, 3),
-        (257, 9, 4),
-        (65535, 16, 4),
+        (1, 1),
+        (2, 1),
+        (3, 2),
+        (4, 2),
+        (5, 3),
+        (8, 3),
+        (9, 4),
+        (16, 4),
+        (17, 5),
+        (255, 8),
+        (256, 8),
+        (257, 9),
+        (65535, 16),
     ];
-    for (devs, bits, shift) in cases {
+    for (devs, bits) in cases {
         assert_eq!(min_pte_bits(devs), bits, "min_pte_bits({devs})");
-        assert_eq!(entry_shift_for(devs), shift, "entry_shift_for({devs})");
+    }
+}
+
+/// The reciprocal in `Packing::locate` equals the divide for every entry of
+/// a chunk, at every path count's packing (every width 1..=16 occurs).
+#[test]
+fn locate_is_exact_for_every_entry_and_width() {
+    let mut widths = std::collections::BTreeSet::new();
+    for devs in 1..=65535u32 {
+        let bits = u32::from(min_pte_bits(devs));
+        if !widths.insert(bits) {
+            continue;
+        }
+        let packing = Packing::for_paths(devs);
+        let per_word = 64 / bits;
+        for k in 0..CHUNK_ENTRIES {
+            let want = ((k / per_word) as usize, (k % per_word) * bits);
+            assert_eq!(packing.locate(k), want, "devs {devs} entry {k}");
+        }
+        assert_eq!(
+            packing.chunk_words(),
+            CHUNK_ENTRIES.div_ceil(per_word) as usize
+        );
+    }
+    assert_eq!(widths.len(), 16);
+}
+
+/// A chunk takes no more 64-bit words than upstream's `switch` uses for the
+/// same entries: `ceil(log2 paths)` bits, `64 / bits` per word.
+#[test]
+fn chunks_are_packed_like_upstream() {
+    for (devs, words) in [
+        (2, 128),
+        (3, 256),
+        (5, 391),
+        (17, 683),
+        (33, 820),
+        (65, 911),
+        (257, 1171),
+    ] {
+        assert_eq!(Packing::for_paths(devs).chunk_words(), words, "devs {devs}");
     }
 }
 
@@ -147,9 +187,9 @@ proptest! {
     /// Random writes and frees behave like a plain array of Option<path>.
     #[test]
     fn matches_a_reference_model(
-        devs in 1u32..300,
+        devs in prop_oneof![1u32..300, 300u32..=65535],
         total in 1u32..40_000,
-        ops in prop::collection::vec((0u32..40_000, 0u32..300, prop::bool::weighted(0.05)), 1..300),
+        ops in prop::collection::vec((0u32..40_000, 0u32..65535, prop::bool::weighted(0.05)), 1..300),
     ) {
         let mut model: Vec<Option<u32>> = vec![None; total as usize];
         let mut table = PageTable::empty(devs, total, min_pte_bits(devs)).unwrap();

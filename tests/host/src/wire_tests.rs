@@ -1,7 +1,7 @@
 //! Wire decoding (IpcPgTable) and reply encoding (IpcResponse).
 
 use crate::abi::{pg, write_u32};
-use crate::ptbl::PageTable;
+use crate::ptbl::{min_pte_bits, PageTable};
 use crate::wire::{Echo, Request, Response, WireError, RESPONSE_LEN};
 use dm_switch::wire as agent;
 use proptest::prelude::*;
@@ -96,42 +96,56 @@ fn decodes_header_fields() {
     );
 }
 
-#[test]
-fn every_pte_bits_round_trips_into_the_table() {
-    for bits in 1u8..=32 {
-        let devs: u32 = if bits >= 16 { 65535 } else { 1 << bits };
-        let count = 3 * 8192 + 5;
-        let values: Vec<u32> = (0..count)
-            .map(|i: u32| i.wrapping_mul(2_654_435_761).wrapping_add(i) % devs)
-            .collect();
-        let fields = 32 / u32::from(bits);
-        let offset = fields * 7;
-        let h = Hdr {
-            total: offset + count + 3,
-            offset,
-            count,
-            devs: devs as u16,
-            bits,
-            ..Hdr::default()
-        };
-        let msg = request(&h, &pack(bits, &values));
-        let r = Request::parse(&msg).unwrap_or_else(|e| panic!("bits {bits}: {e}"));
-        let decoded: Vec<u32> = r.values().collect();
-        assert_eq!(decoded, values, "bits {bits}");
-        let mut t = PageTable::empty(devs, h.total, bits).unwrap();
-        t.set_entries(r.entries()).unwrap();
-        for (i, v) in values.iter().enumerate() {
-            assert_eq!(
-                t.lookup(u64::from(offset) + i as u64),
-                Some(*v),
-                "bits {bits} entry {i}"
-            );
-        }
+/// A window of `bits`-bit entries over `devs` paths decodes, and its entries
+/// land in a table at `devs`' stored width.
+fn round_trip(bits: u8, devs: u32) {
+    let count = 2 * 8192 + 5;
+    let values: Vec<u32> = (0..count)
+        .map(|i: u32| i.wrapping_mul(2_654_435_761).wrapping_add(i) % devs)
+        .collect();
+    let fields = 32 / u32::from(bits);
+    let offset = fields * 7;
+    let h = Hdr {
+        total: offset + count + 3,
+        offset,
+        count,
+        devs: devs as u16,
+        bits,
+        ..Hdr::default()
+    };
+    let msg = request(&h, &pack(bits, &values));
+    let r = Request::parse(&msg).unwrap_or_else(|e| panic!("bits {bits}: {e}"));
+    let decoded: Vec<u32> = r.values().collect();
+    assert_eq!(decoded, values, "bits {bits}");
+    let mut t = PageTable::empty(devs, h.total, bits).unwrap();
+    t.set_entries(r.entries()).unwrap();
+    for (i, v) in values.iter().enumerate() {
         assert_eq!(
-            t.lookup(u64::from(offset + count)),
-            Some(0),
-            "same chunk, not in window: path 0"
+            t.lookup(u64::from(offset) + i as u64),
+            Some(*v),
+            "bits {bits} devs {devs} entry {i}"
         );
+    }
+    assert_eq!(
+        t.lookup(u64::from(offset + count)),
+        Some(0),
+        "same chunk, not in window: path 0"
+    );
+}
+
+/// Every wire `pte_bits` (1..=32) into every stored width (1..=16 bits, at
+/// the fewest and the most paths of that width).
+#[test]
+fn every_pte_bits_round_trips_into_every_stored_width() {
+    for stored in 1u32..=16 {
+        let most = (1u32 << stored).min(65535);
+        let fewest = (1u32 << (stored - 1)) + 1;
+        for devs in [fewest, most] {
+            assert_eq!(u32::from(min_pte_bits(devs)), stored);
+            for bits in stored as u8..=32 {
+                round_trip(bits, devs);
+            }
+        }
     }
 }
 
