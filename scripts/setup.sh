@@ -9,7 +9,8 @@ APT_PACKAGES=(
   clang-19 lld-19 llvm-19 libclang-19-dev
   bc bison flex libelf-dev libssl-dev cpio kmod xz-utils make
   qemu-system-x86 busybox-static udev
-  dmsetup fio util-linux e2fsprogs
+  dmsetup fio util-linux e2fsprogs strace
+  pkg-config libdevmapper-dev          # the agent's devicemapper crate (its bindgen reads libdevmapper.h)
   python3 python3-pytest jq libcap2-bin
   python3-yaml python3-jsonschema       # the YNL spec check and tools/net/ynl/cli.py
   python3-matplotlib linux-perf          # make bench: the plot, guest profiles

@@ -101,6 +101,24 @@ def test_kernel_refusal_is_reported(env):
     assert "no live switch target" in r.stderr
 
 
+def test_agent_speaks_dm_ioctls_not_dmsetup(env, tmp_path):
+    """The agent reads tables and status through the DM ioctls: traced, its
+    upload, status and dump start no other program; a device whose target is
+    not `switch` gets a clear error."""
+    sw = Switch(env, "swag8")
+    dev = sw.dev
+    trace = tmp_path / "trace"
+    for cmd in (f"upload {dev.name} --round-robin", f"status {dev.name} --json", f"dump {dev.name}"):
+        sh(f"strace -f -qq -e trace=execve -o {trace} {AGENT} {cmd}")
+        execs = [line for line in trace.read_text().splitlines() if "execve(" in line]
+        assert len(execs) == 1 and str(AGENT) in execs[0], (cmd, execs)
+    sw.placed(lambda r: r % 3, range(0, 64, 5), "i")
+    lin = env.dm("swag8l", f"0 64 linear {sw.paths[0]} {sw.starts[0]}")
+    for cmd in ("status", "upload"):
+        r = agent(cmd, lin.name, *(["--round-robin"] if cmd == "upload" else []), check=False)
+        assert r.returncode == 1 and "`linear`, not `switch`" in r.stderr, r
+
+
 def test_help_documents_every_command():
     top = agent("--help").stdout
     for word in ["upload", "status", "Example", "mapping"]:

@@ -1,12 +1,13 @@
-//! The DM device: resolving DEV to a name and major:minor, running
-//! `dmsetup`, and parsing its `table` and `status` lines for a switch target.
+//! The DM device: resolving DEV to a name and major:minor, reading its live
+//! table and status through the DM ioctls (the `devicemapper` crate), and
+//! parsing a switch target's constructor and status parameters.
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{anyhow, bail, Context, Result};
+use devicemapper::{DevId, DmFlags, DmName, DmOptions, DM};
 use serde::Serialize;
 
 /// A resolved device-mapper device.
@@ -138,22 +139,83 @@ pub fn resolve(spec: &str) -> Result<Device> {
     Ok(Device { name, major, minor })
 }
 
-/// Runs `dmsetup ARGS...` and returns its standard output.
-pub fn dmsetup(args: &[&str]) -> Result<String> {
-    let out = Command::new("dmsetup")
-        .args(args)
-        .output()
-        .map_err(|e| anyhow!("cannot run dmsetup: {e} (is dmsetup installed?)"))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
+/// One target of a device's live table, as the `DM_TABLE_STATUS` ioctl
+/// returns it (what `dmsetup table` / `dmsetup status` print on one line).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DmTarget {
+    /// First sector.
+    pub start: u64,
+    /// Length in sectors.
+    pub len: u64,
+    /// Target type (`switch`, `linear`, ...).
+    pub target_type: String,
+    /// Constructor parameters (table) or status text (status).
+    pub params: String,
+}
+
+/// What [`live_targets`] reads for each target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Query {
+    /// The constructor parameters (`dmsetup table`).
+    Table,
+    /// The status text (`dmsetup status`).
+    Status,
+}
+
+/// Reads the targets of `dev`'s live table through the DM ioctls. Refuses
+/// if the name now belongs to another device than the one resolved.
+pub fn live_targets(dev: &Device, query: Query) -> Result<Vec<DmTarget>> {
+    let dm = DM::new().map_err(|e| anyhow!("cannot open the DM control device: {e}"))?;
+    let name = DmName::new(&dev.name).map_err(|e| anyhow!("bad DM name `{}`: {e}", dev.name))?;
+    let flags = match query {
+        Query::Table => DmFlags::DM_STATUS_TABLE,
+        Query::Status => DmFlags::empty(),
+    };
+    let what = match query {
+        Query::Table => "table",
+        Query::Status => "status",
+    };
+    let (info, targets) = dm
+        .table_status(&DevId::Name(name), DmOptions::default().set_flags(flags))
+        .map_err(|e| anyhow!("cannot read the {what} of {}: {e}", dev.name))?;
+    let devno = info.device();
+    if (devno.major, devno.minor) != (dev.major, dev.minor) {
         bail!(
-            "`dmsetup {}` failed: {}",
-            args.join(" "),
-            err.trim().lines().last().unwrap_or("no message")
+            "{} is now device {}:{}, not {}:{} (renamed or recreated meanwhile)",
+            dev.name,
+            devno.major,
+            devno.minor,
+            dev.major,
+            dev.minor
         );
     }
-    String::from_utf8(out.stdout)
-        .map_err(|_| anyhow!("`dmsetup {}` printed non-UTF-8 output", args.join(" ")))
+    Ok(targets
+        .into_iter()
+        .map(|(start, len, target_type, params)| DmTarget {
+            start,
+            len,
+            target_type,
+            params,
+        })
+        .collect())
+}
+
+/// Test input: one [`DmTarget`] per `START LEN TYPE PARAMS...` line.
+#[cfg(test)]
+pub fn targets(text: &str) -> Vec<DmTarget> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut f = l.splitn(4, ' ');
+            let mut next = || f.next().unwrap_or_default();
+            DmTarget {
+                start: next().parse().unwrap(),
+                len: next().parse().unwrap(),
+                target_type: next().to_string(),
+                params: next().to_string(),
+            }
+        })
+        .collect()
 }
 
 /// The two constructor argument layouts of a switch table line.
@@ -165,7 +227,7 @@ pub enum TableFormat {
     Upstream,
 }
 
-/// A parsed `dmsetup table` line of a switch target.
+/// A switch target's table line, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SwitchTable {
     /// First sector.
@@ -187,34 +249,33 @@ fn num<T: std::str::FromStr>(s: &str, what: &str) -> Result<T> {
         .map_err(|_| anyhow!("bad {what} `{s}` in the switch line"))
 }
 
-/// Returns the one line of `output` and its target fields, or refuses if
-/// the table is not exactly one switch target.
-fn single_switch_line<'a>(output: &'a str, what: &str) -> Result<Vec<&'a str>> {
-    let lines: Vec<&str> = output.lines().filter(|l| !l.trim().is_empty()).collect();
-    let [line] = lines.as_slice() else {
+/// Returns the one target of a table and its parameters, or refuses if the
+/// table is not exactly one switch target.
+fn single_switch<'a>(targets: &'a [DmTarget], what: &str) -> Result<(&'a DmTarget, Vec<&'a str>)> {
+    let [target] = targets else {
         bail!(
-            "the device's {what} has {} lines; dm-switch needs exactly one switch target",
-            lines.len()
+            "the device's {what} has {} targets; dm-switch needs exactly one switch target",
+            targets.len()
         );
     };
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    if fields.len() < 3 {
-        bail!("cannot parse {what} line `{line}`");
+    if target.target_type != "switch" {
+        bail!(
+            "the device's target is `{}`, not `switch`",
+            target.target_type
+        );
     }
-    if fields[2] != "switch" {
-        bail!("the device's target is `{}`, not `switch`", fields[2]);
-    }
-    Ok(fields)
+    Ok((target, target.params.split_whitespace().collect()))
 }
 
-/// Parses `dmsetup table NAME` output (RFC or upstream format).
-pub fn parse_table(output: &str) -> Result<SwitchTable> {
-    let f = single_switch_line(output, "table")?;
-    let start = num(f[0], "start")?;
-    let len = num(f[1], "length")?;
-    let args = &f[3..];
+/// Parses a switch target's table (RFC or upstream format).
+pub fn parse_table(targets: &[DmTarget]) -> Result<SwitchTable> {
+    let (target, args) = single_switch(targets, "table")?;
+    let (start, len) = (target.start, target.len);
     if args.len() < 2 {
-        bail!("switch table line has too few arguments: `{}`", f.join(" "));
+        bail!(
+            "switch table line has too few arguments: `{}`",
+            target.params
+        );
     }
     let dev_count: u32 = num(args[0], "path count")?;
     let region_size: u64 = num(args[1], "region size")?;
@@ -317,11 +378,10 @@ pub struct SwitchStatus {
     pub unmapped: u64,
 }
 
-/// Parses `dmsetup status NAME` output:
-/// `START LEN switch DEV_COUNT DEV... 5 STATES U0 U1 REMAPPED UNMAPPED`.
-pub fn parse_status(output: &str) -> Result<SwitchStatus> {
-    let f = single_switch_line(output, "status")?;
-    let args = &f[3..];
+/// Parses a switch target's status:
+/// `DEV_COUNT DEV... 5 STATES U0 U1 REMAPPED UNMAPPED`.
+pub fn parse_status(targets: &[DmTarget]) -> Result<SwitchStatus> {
+    let (_, args) = single_switch(targets, "status")?;
     let Some(first) = args.first() else {
         bail!("switch status line carries no statistics (is this the upstream switch target?)");
     };
@@ -429,7 +489,7 @@ mod tests {
 
     #[test]
     fn table_rfc_format() {
-        let t = parse_table("0 2097152 switch 3 128 8:16 0 8:32 0 8:48 1024\n").unwrap();
+        let t = parse_table(&targets("0 2097152 switch 3 128 8:16 0 8:32 0 8:48 1024\n")).unwrap();
         assert_eq!(t.format, TableFormat::Rfc);
         assert_eq!(t.start, 0);
         assert_eq!(t.len, 2097152);
@@ -441,7 +501,7 @@ mod tests {
 
     #[test]
     fn table_upstream_format() {
-        let t = parse_table("0 1000 switch 2 64 0 253:1 0 253:2 0").unwrap();
+        let t = parse_table(&targets("0 1000 switch 2 64 0 253:1 0 253:2 0")).unwrap();
         assert_eq!(t.format, TableFormat::Upstream);
         assert_eq!(t.dev_count, 2);
         assert_eq!(t.region_size, 64);
@@ -452,9 +512,9 @@ mod tests {
 
     #[test]
     fn table_errors() {
-        let e = |s: &str| parse_table(s).unwrap_err().to_string();
-        assert!(e("").contains("has 0 lines"));
-        assert!(e("0 8 switch 1 8 8:1 0\n8 8 switch 1 8 8:1 0\n").contains("has 2 lines"));
+        let e = |s: &str| parse_table(&targets(s)).unwrap_err().to_string();
+        assert!(e("").contains("has 0 targets"));
+        assert!(e("0 8 switch 1 8 8:1 0\n8 8 switch 1 8 8:1 0\n").contains("has 2 targets"));
         assert!(e("0 8 linear 8:1 0").contains("`linear`, not `switch`"));
         assert!(e("0 8 switch 3 8 8:1 0").contains("announces 3 paths but lists 1"));
         assert!(e("0 8 switch 1 8 1 8:1 0").contains("1 optional arguments"));
@@ -464,13 +524,13 @@ mod tests {
         assert!(e("0 8 switch 1 8 8:1 z").contains("bad path offset `z`"));
         assert!(e("0 8 switch 1").contains("too few arguments"));
         // More regions than a u32 can count.
-        let t = parse_table("0 18446744073709551615 switch 1 1 8:1 0").unwrap();
+        let t = parse_table(&targets("0 18446744073709551615 switch 1 1 8:1 0")).unwrap();
         assert!(t
             .page_total()
             .unwrap_err()
             .to_string()
             .contains("more than the ABI"));
-        let t = parse_table("0 8589934590 switch 1 2 8:1 0").unwrap();
+        let t = parse_table(&targets("0 8589934590 switch 1 2 8:1 0")).unwrap();
         assert_eq!(t.page_total().unwrap(), u32::MAX);
     }
 
@@ -514,8 +574,10 @@ mod tests {
 
     #[test]
     fn status_line() {
-        let s = parse_status("0 2097152 switch 3 8:16 8:32 8:48 5 AAD 0000002a deadbeef 123 4\n")
-            .unwrap();
+        let s = parse_status(&targets(
+            "0 2097152 switch 3 8:16 8:32 8:48 5 AAD 0000002a deadbeef 123 4\n",
+        ))
+        .unwrap();
         assert_eq!(s.dev_count, 3);
         assert_eq!(
             s.paths[0],
@@ -532,7 +594,7 @@ mod tests {
 
     #[test]
     fn status_errors() {
-        let e = |s: &str| parse_status(s).unwrap_err().to_string();
+        let e = |s: &str| parse_status(&targets(s)).unwrap_err().to_string();
         assert!(e("0 8 switch").contains("no statistics"));
         assert!(e("0 8 switch ").contains("no statistics"));
         assert!(e("0 8 switch 2 8:1 5 AA 0 0 1 2").contains("expected 9"));
@@ -542,7 +604,7 @@ mod tests {
         assert!(e("0 8 switch 1 8:1 5 A 123456789 0 1 2").contains("bad userland word"));
         assert!(e("0 8 switch 1 8:1 5 A 0 0 -1 2").contains("bad remapped counter"));
         assert!(e("0 8 striped 1 8:1 5 A 0 0 1 2").contains("not `switch`"));
-        let s = parse_status("0 8 switch 1 8:1 5 X 0 0 0 0").unwrap();
+        let s = parse_status(&targets("0 8 switch 1 8:1 5 X 0 0 0 0")).unwrap();
         assert_eq!(s.paths[0].state, "unknown(X)");
     }
 }

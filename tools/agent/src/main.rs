@@ -76,7 +76,7 @@ struct Prepared {
 
 fn prepare_upload(a: &UploadArgs) -> Result<Prepared> {
     let dev = device::resolve(&a.dev)?;
-    let table = device::parse_table(&device::dmsetup(&["table", &dev.name])?)
+    let table = device::parse_table(&device::live_targets(&dev, device::Query::Table)?)
         .with_context(|| format!("device {}", dev.name))?;
     let mut params = Params::resolve(&table, a.page_total, a.pte_bits)
         .with_context(|| format!("device {}", dev.name))?;
@@ -396,7 +396,7 @@ fn upload(a: UploadArgs) -> Result<()> {
 
 fn status(a: StatusArgs) -> Result<()> {
     let dev = device::resolve(&a.dev)?;
-    let st = device::parse_status(&device::dmsetup(&["status", &dev.name])?)
+    let st = device::parse_status(&device::live_targets(&dev, device::Query::Status)?)
         .with_context(|| format!("device {}", dev.name))?;
     let text = if a.json {
         let v = serde_json::json!({

@@ -290,7 +290,8 @@ mod tests {
 
     #[test]
     fn params_from_table_and_overrides() {
-        let t = device::parse_table("0 4800000 switch 3 8 8:1 0 8:2 0 8:3 0").unwrap();
+        let t = device::parse_table(&device::targets("0 4800000 switch 3 8 8:1 0 8:2 0 8:3 0"))
+            .unwrap();
         let p = Params::resolve(&t, None, None).unwrap();
         assert_eq!(
             p,
@@ -313,7 +314,7 @@ mod tests {
         assert!(e(Some(0), None).contains("at least 1"));
         assert!(e(None, Some(1)).contains("too narrow for 3 paths"));
         assert!(e(None, Some(33)).contains("1..=32"));
-        let t = device::parse_table("0 0 switch 1 8 8:1 0").unwrap();
+        let t = device::parse_table(&device::targets("0 0 switch 1 8 8:1 0")).unwrap();
         assert!(Params::resolve(&t, None, None)
             .unwrap_err()
             .to_string()
@@ -322,7 +323,8 @@ mod tests {
 
     #[test]
     fn round_robin_upload_end_to_end() {
-        let t = device::parse_table("0 4800000 switch 3 8 8:1 0 8:2 0 8:3 0").unwrap();
+        let t = device::parse_table(&device::targets("0 4800000 switch 3 8 8:1 0 8:2 0 8:3 0"))
+            .unwrap();
         let p = Params::resolve(&t, None, None).unwrap();
         let plan = UploadPlan::full(header(p), Mapping::RoundRobin { dev_count: 3 });
         assert_eq!(plan.windows.len(), 3); // 261760 entries per window at 2 bits
