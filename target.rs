@@ -382,6 +382,12 @@ impl dm::Target for Switch {
         }
     }
 
+    fn preresume(&self, ti: TargetInfo) -> Result {
+        self.membership.prepare(ti.devt).inspect_err(|_| {
+            pr_warn!("{}: cannot resize the inherited region table\n", ti.devt);
+        })
+    }
+
     fn resume(&self, ti: TargetInfo) {
         if self.membership.activate(ti.devt).is_err() {
             pr_warn!("{}: cannot register for netlink uploads\n", ti.devt);

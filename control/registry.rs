@@ -13,10 +13,12 @@
 //! A table loaded with `dmsetup reload` is never reachable until it is
 //! resumed. When a new instance goes live on a device whose previous
 //! instance had the same geometry (path count, region size, length), it
-//! takes over that instance's page table.
+//! takes over that instance's page table; when only the length differs (the
+//! device grew or shrank online), it starts from that table resized
+//! ([`Membership::prepare`]).
 
 use crate::kapi::{block::DevT, dm::TableId, rcu::RcuBox};
-use crate::pure::ptbl::{min_pte_bits, PageTable};
+use crate::pure::ptbl::{min_pte_bits, PageTable, UpdateError};
 use kernel::alloc::AllocError;
 use kernel::{
     new_mutex,
@@ -296,6 +298,42 @@ impl Membership {
     /// The target's control state.
     pub(crate) fn instance(&self) -> &Instance {
         &self.instance
+    }
+
+    /// Before the instance goes live on device `devt` (`preresume`, which
+    /// may allocate and fail): if it replaces an instance with the same paths
+    /// and region size but another length, whose table covers exactly that
+    /// instance's regions, this instance starts from that table resized to
+    /// its own regions ([`PageTable::resized`], with its own initial table as
+    /// the base for the regions gained). The previous instance is suspended,
+    /// so its table no longer changes.
+    pub(crate) fn prepare(&self, devt: DevT) -> Result {
+        let Some(prev) = self.registry.find_live(devt) else {
+            return Ok(());
+        };
+        let (g, p) = (self.instance.geometry, prev.geometry);
+        if Arc::ptr_eq(&prev, &self.instance)
+            || g == p
+            || g.dev_count != p.dev_count
+            || g.region_sectors != p.region_sectors
+        {
+            return Ok(());
+        }
+        let old = {
+            let _writer = prev.writer.lock();
+            match prev.table.writer_view() {
+                Some(t) if t.page_total() == p.regions => {
+                    PageTable::derive(Some(t), p.dev_count, t.page_total(), t.pte_bits())?
+                }
+                _ => return Ok(()),
+            }
+        };
+        self.instance
+            .update(Scope::Any, |base| {
+                KBox::new(PageTable::resized(&old, g.regions, base)?, GFP_KERNEL)
+                    .map_err(UpdateError::from)
+            })
+            .map_err(|_| ENOMEM)
     }
 
     /// Makes the instance the live one of device `devt` (its table was

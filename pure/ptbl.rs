@@ -191,6 +191,46 @@ impl PageTable {
         }
     }
 
+    /// `old` (a table of the same paths) resized to `page_total` regions, for
+    /// a device that grew or shrank online: regions below both sizes keep
+    /// their entries (the chunks are shared), and the regions it gained take
+    /// `base`'s entries (the new target's initial table, e.g. round robin),
+    /// or without `base` are unmapped in new chunks and path 0 in the chunk
+    /// `old` ends in (as any unwritten entry of an allocated chunk). A chunk
+    /// `old` had freed stays unallocated. `old`'s `pte_bits` and userland
+    /// words are kept.
+    pub(crate) fn resized(
+        old: &Self,
+        page_total: u32,
+        base: Option<&Self>,
+    ) -> Result<Self, UpdateError> {
+        let count = chunk_count(page_total) as usize;
+        let mut chunks = KVVec::with_capacity(count, GFP_KERNEL)?;
+        for i in 0..count {
+            let chunk = match old.chunks.get(i) {
+                Some(chunk) => chunk.clone(),
+                None => base.and_then(|b| b.chunks.get(i)).cloned().flatten(),
+            };
+            chunks.push(chunk, GFP_KERNEL)?;
+        }
+        let mut table = Self::with_chunks(old.dev_count, page_total, old.pte_bits, chunks);
+        table.userland = old.userland;
+        // The chunk `old` ends in may hold stale entries past its end (from
+        // an earlier shrink): the regions gained there are written anew.
+        let first = old.page_total;
+        if first < page_total
+            && first & CHUNK_MASK != 0
+            && old.chunk_allocated(first >> CHUNK_SHIFT)
+        {
+            let last = (first | CHUNK_MASK).min(page_total - 1);
+            table.set_entries((first..=last).map(|region| {
+                let path = base.and_then(|b| b.lookup(u64::from(region)));
+                (region, path.unwrap_or(0))
+            }))?;
+        }
+        Ok(table)
+    }
+
     /// The table upload window `request` makes of `current` (the live table
     /// of a target with `dev_count` paths): a copy sharing what the window
     /// leaves alone, with the window's entries written (or its chunk freed,

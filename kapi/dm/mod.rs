@@ -77,6 +77,12 @@ pub(crate) trait Target: Sized + Send + Sync {
         kernel::build_error(VTABLE_DEFAULT_ERROR)
     }
 
+    /// The target's table is about to go live (`preresume`): may sleep and
+    /// allocate; an error fails the resume (the device stays suspended).
+    fn preresume(&self, _ti: TargetInfo) -> Result {
+        kernel::build_error(VTABLE_DEFAULT_ERROR)
+    }
+
     /// The target's table went live (`resume`). Cannot fail.
     fn resume(&self, _ti: TargetInfo) {
         kernel::build_error(VTABLE_DEFAULT_ERROR)

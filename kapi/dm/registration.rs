@@ -71,6 +71,7 @@ impl<T: Target> Registration<T> {
         tt.status = callback!(T::HAS_STATUS, Self::status);
         tt.message = callback!(T::HAS_MESSAGE, Self::message);
         tt.postsuspend = callback!(T::HAS_POSTSUSPEND, Self::postsuspend);
+        tt.preresume = callback!(T::HAS_PRERESUME, Self::preresume);
         tt.resume = callback!(T::HAS_RESUME, Self::resume);
         tt.iterate_devices = callback!(T::HAS_DEVICES, Self::iterate_devices);
         tt.prepare_ioctl = callback!(T::HAS_IOCTL_DEVICE, Self::prepare_ioctl);
@@ -222,6 +223,17 @@ impl<T: Target> Registration<T> {
         // SAFETY: live target of a live device.
         let (t, info) = unsafe { (Self::target(ti), TargetInfo::of(ti)) };
         t.postsuspend(info);
+    }
+
+    /// # Safety
+    /// Only DM core calls this, for a constructed target of a live device.
+    unsafe extern "C" fn preresume(ti: *mut b::dm_target) -> ffi::c_int {
+        // SAFETY: live target of a live device.
+        let (t, info) = unsafe { (Self::target(ti), TargetInfo::of(ti)) };
+        match t.preresume(info) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
     }
 
     /// # Safety

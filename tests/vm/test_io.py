@@ -1,11 +1,14 @@
 """Issue 4: flushes, discards, write-zeroes, per-CPU counters, reload and lifecycle."""
 import os
+import random
 import subprocess
+import threading
 import time
 
 
+from campaign import fio_jobs, fio_verify_pass
 from conftest import SECTOR, Switch, marker, read_at, sh, write_at
-from dmtest import nl, wire
+from dmtest import model, nl, wire
 
 
 def rr_table(length, region, paths, starts=None):
@@ -184,3 +187,47 @@ def test_lifecycle_under_io(env, client):
     # Upload to the removed device: refused, nothing dangling.
     resp = client.send(wire.pgtable(dev.major, dev.minor, 64, 0, [1] * 64, 3, 2))
     assert resp.status == 19, resp
+
+
+def test_reload_with_new_length_keeps_mapping_under_io(env, client):
+    """Online growth: a reload with the same paths and region size but another
+    length keeps the entries of the regions both tables have (fio writes and
+    verifies the first 3 MiB across a shrink and a growth: a region routed
+    elsewhere would read back another path's data); the regions gained start
+    as the format says: RFC unmapped in new chunks and path 0 in the chunk the
+    old table ended in, upstream round robin."""
+    regions, region, small = 20000, 8, 9000
+    rng = random.Random(19)
+    for fmt in ("rfc", "upstream"):
+        sw = Switch(env, f"swgrow{fmt[0]}", regions=regions, region=region, fmt=fmt)
+        dev = sw.dev
+        vals = [rng.randrange(3) for _ in range(regions)]
+        for m in wire.windows(dev.major, dev.minor, vals, 3, 2, userland=(5, 6)):
+            assert client.send(m).status == 0
+        sw.placed(vals, [900, 8191, 8192, 19999], f"g0{fmt}")
+        fio_out = []
+        fio = threading.Thread(target=lambda: fio_out.extend(fio_verify_pass(fio_jobs(dev.path, [1, 1, 1], 1), 600)))
+        fio.start()
+        sw.length = small * region
+        dev.reload(sw.table())
+        sh(f"dmsetup resume {dev.name}")
+        t = model.replay(client.dump(dev.major, dev.minor))
+        assert t.page_total == small and t.userland == (5, 6)
+        assert all(t.get(r) == vals[r] for r in range(small)), "shrink lost entries"
+        sw.length = regions * region
+        dev.reload(sw.table())
+        sh(f"dmsetup resume {dev.name}")
+        fio.join(600)
+        assert len(fio_out) == 2, "fio write+verify did not complete"
+        t = model.replay(client.dump(dev.major, dev.minor))
+        assert t.page_total == regions and t.userland == (5, 6)
+        assert all(t.get(r) == vals[r] for r in range(small)), "growth lost entries"
+        if fmt == "rfc":
+            gained = lambda r: 0  # noqa: E731
+            assert all(t.get(r) == 0 for r in range(small, 2 * wire.CHUNK))
+            assert 2 not in t.chunks, "a new chunk is unmapped"
+        else:
+            gained = lambda r: r % 3  # noqa: E731
+            assert all(t.get(r) == r % 3 for r in range(small, regions))
+        sw.placed(lambda r: vals[r] if r < small else gained(r), [900, 8191, 8192, 8999, 9000, 16383, 16384, 19999],
+                  f"g1{fmt}")

@@ -220,3 +220,63 @@ proptest! {
         }
     }
 }
+
+/// Growing keeps old entries, takes the base's for new regions (round robin)
+/// or leaves new chunks unmapped and the boundary chunk's new regions on
+/// path 0; shrinking then growing again does not bring stale entries back.
+#[test]
+fn resized_keeps_old_entries() {
+    let devs = 3;
+    let old_total = CHUNK_ENTRIES + 100;
+    let mut old = PageTable::empty(devs, old_total, 2).unwrap();
+    old.set_entries((0..old_total).map(|r| (r, (r / 7) % devs)))
+        .unwrap();
+    old.set_userland([7, 9]);
+    let new_total = 3 * CHUNK_ENTRIES + 5;
+    let base = PageTable::round_robin(devs, new_total).unwrap();
+    for with_base in [false, true] {
+        let t = PageTable::resized(&old, new_total, with_base.then_some(&base)).unwrap();
+        assert_eq!(
+            (t.page_total(), t.pte_bits(), t.userland()),
+            (new_total, 2, [7, 9])
+        );
+        for r in 0..new_total {
+            let want = if r < old_total {
+                Some((r / 7) % devs)
+            } else if with_base {
+                Some(r % devs)
+            } else if r < 2 * CHUNK_ENTRIES {
+                Some(0)
+            } else {
+                None
+            };
+            assert_eq!(t.lookup(u64::from(r)), want, "base {with_base} region {r}");
+        }
+        assert_eq!(t.lookup(u64::from(new_total)), None);
+    }
+    // Shrink (the shared chunk keeps entries past the new end), grow back.
+    let small = PageTable::resized(&old, CHUNK_ENTRIES + 10, None).unwrap();
+    assert_eq!(
+        small.lookup(u64::from(CHUNK_ENTRIES + 9)),
+        Some(((CHUNK_ENTRIES + 9) / 7) % devs)
+    );
+    assert_eq!(small.lookup(u64::from(CHUNK_ENTRIES + 10)), None);
+    let again = PageTable::resized(&small, old_total, None).unwrap();
+    for r in CHUNK_ENTRIES + 10..old_total {
+        assert_eq!(again.lookup(u64::from(r)), Some(0), "region {r}");
+    }
+    // A freed chunk stays unallocated; the old table is unchanged.
+    let mut freed = PageTable::derive(Some(&old), devs, old_total, 2).unwrap();
+    freed.free_chunk(1);
+    let t = PageTable::resized(&freed, new_total, Some(&base)).unwrap();
+    assert_eq!(t.lookup(u64::from(CHUNK_ENTRIES + 1)), None);
+    assert_eq!(t.lookup(u64::from(old_total + 1)), None);
+    assert_eq!(
+        t.lookup(u64::from(2 * CHUNK_ENTRIES)),
+        Some((2 * CHUNK_ENTRIES) % devs)
+    );
+    assert_eq!(
+        old.lookup(u64::from(CHUNK_ENTRIES + 1)),
+        Some(((CHUNK_ENTRIES + 1) / 7) % devs)
+    );
+}
