@@ -48,8 +48,15 @@ impl From<AllocError> for UpdateError {
     }
 }
 
-/// One chunk of packed entries.
-pub(crate) struct Chunk {
+/// log2 of the words per storage block.
+const BLOCK_SHIFT: u32 = 9;
+/// Words per storage block: 4 KiB, exactly one of kmalloc's buckets.
+const BLOCK_WORDS: usize = 1 << BLOCK_SHIFT;
+const BLOCK_MASK: usize = BLOCK_WORDS - 1;
+
+/// One block of a table's words, shared by the tables that have not
+/// changed it.
+struct Block {
     words: KVVec<u64>,
 }
 
@@ -72,6 +79,8 @@ pub(crate) struct Packing {
     per_word: u32,
     reciprocal: u64,
     mask: u64,
+    /// Words per chunk: `ceil(CHUNK_ENTRIES / per_word)`.
+    chunk_words: u32,
 }
 
 impl Packing {
@@ -86,12 +95,20 @@ impl Packing {
             per_word,
             reciprocal: (1u64 << 32) / u64::from(per_word) + 1,
             mask: (1u64 << bits) - 1,
+            chunk_words: CHUNK_ENTRIES.div_ceil(per_word),
         }
     }
 
     /// 64-bit words in a chunk.
     pub(crate) fn chunk_words(&self) -> usize {
-        CHUNK_ENTRIES.div_ceil(self.per_word) as usize
+        self.chunk_words as usize
+    }
+
+    /// Index of chunk `chunk`'s first word in the table.
+    #[inline(always)]
+    fn chunk_start(&self, chunk: u32) -> usize {
+        // chunk < 2^19 and chunk_words <= 2^11: the product is below 2^30.
+        (chunk as usize).wrapping_mul(self.chunk_words as usize)
     }
 
     /// Word index and bit shift of entry `local` (`< CHUNK_ENTRIES`) of a chunk.
@@ -108,13 +125,26 @@ impl Packing {
 }
 
 /// A complete, immutable-once-published page table.
+///
+/// Its words are laid out chunk after chunk (chunk `c` at word
+/// `c * chunk_words`, packed as [`Packing`] says) and stored in 4 KiB blocks,
+/// so the memory spent is the packed size rounded up to a block, plus a
+/// small header per block, whatever the entry width. An update copies only
+/// the blocks it writes.
 pub(crate) struct PageTable {
     packing: Packing,
     dev_count: u32,
     page_total: u32,
     pte_bits: u8,
     userland: [u32; 2],
-    chunks: KVVec<Option<Arc<Chunk>>>,
+    /// Bit `c % 64` of word `c / 64`: chunk `c` is allocated (its regions
+    /// are mapped). Bits past the last chunk are 0.
+    allocated: KVVec<u64>,
+    /// The words, [`BLOCK_WORDS`] per block. Every block holding a word of
+    /// an allocated chunk is present; one holding only words of unallocated
+    /// chunks may be `None` (or hold stale words: a chunk's words are zeroed
+    /// when it is allocated).
+    blocks: KVVec<Option<Arc<Block>>>,
 }
 
 /// Bits a path index needs for `dev_count` paths (at least 1).
@@ -129,29 +159,26 @@ pub(crate) fn chunk_count(page_total: u32) -> u32 {
     page_total.div_ceil(CHUNK_ENTRIES)
 }
 
+/// Storage blocks for `chunks` chunks of `chunk_words` words.
+fn block_count(chunks: u32, chunk_words: usize) -> usize {
+    (chunks as usize * chunk_words).div_ceil(BLOCK_WORDS)
+}
+
 impl PageTable {
-    /// A table over `dev_count` paths (`1..=65535`) with the given chunks.
-    fn with_chunks(
-        dev_count: u32,
-        page_total: u32,
-        pte_bits: u8,
-        chunks: KVVec<Option<Arc<Chunk>>>,
-    ) -> Self {
-        Self {
-            packing: Packing::for_paths(dev_count),
+    /// An empty table (every chunk unallocated) of `page_total` regions over
+    /// `dev_count` paths (`1..=65535`), for windows of `pte_bits` bits.
+    pub(crate) fn empty(dev_count: u32, page_total: u32, pte_bits: u8) -> Result<Self, AllocError> {
+        let packing = Packing::for_paths(dev_count);
+        let chunks = chunk_count(page_total);
+        Ok(Self {
+            packing,
             dev_count,
             page_total,
             pte_bits,
             userland: [0; 2],
-            chunks,
-        }
-    }
-
-    /// An empty table (every chunk unallocated) of `page_total` regions over
-    /// `dev_count` paths (`1..=65535`), for windows of `pte_bits` bits.
-    pub(crate) fn empty(dev_count: u32, page_total: u32, pte_bits: u8) -> Result<Self, AllocError> {
-        let chunks = KVVec::from_elem(None, chunk_count(page_total) as usize, GFP_KERNEL)?;
-        Ok(Self::with_chunks(dev_count, page_total, pte_bits, chunks))
+            allocated: KVVec::from_elem(0, chunks.div_ceil(64) as usize, GFP_KERNEL)?,
+            blocks: KVVec::from_elem(None, block_count(chunks, packing.chunk_words()), GFP_KERNEL)?,
+        })
     }
 
     /// The table upstream's `switch` starts with: region `r` on path `r mod dev_count`.
@@ -166,7 +193,7 @@ impl PageTable {
         Ok(table)
     }
 
-    /// A new table to update `current` with: it shares `current`'s chunks and
+    /// A new table to update `current` with: it shares `current`'s blocks and
     /// userland words when the geometry (`page_total`, `pte_bits`) is the
     /// same, and is empty otherwise.
     pub(crate) fn derive(
@@ -181,11 +208,15 @@ impl PageTable {
                     && cur.page_total == page_total
                     && cur.pte_bits == pte_bits =>
             {
-                let mut chunks = KVVec::with_capacity(cur.chunks.len(), GFP_KERNEL)?;
-                chunks.extend_from_slice(&cur.chunks, GFP_KERNEL)?;
-                let mut table = Self::with_chunks(dev_count, page_total, pte_bits, chunks);
-                table.userland = cur.userland;
-                Ok(table)
+                let mut allocated = KVVec::with_capacity(cur.allocated.len(), GFP_KERNEL)?;
+                allocated.extend_from_slice(&cur.allocated, GFP_KERNEL)?;
+                let mut blocks = KVVec::with_capacity(cur.blocks.len(), GFP_KERNEL)?;
+                blocks.extend_from_slice(&cur.blocks, GFP_KERNEL)?;
+                Ok(Self {
+                    allocated,
+                    blocks,
+                    ..*cur
+                })
             }
             _ => Self::empty(dev_count, page_total, pte_bits),
         }
@@ -193,7 +224,7 @@ impl PageTable {
 
     /// `old` (a table of the same paths) resized to `page_total` regions, for
     /// a device that grew or shrank online: regions below both sizes keep
-    /// their entries (the chunks are shared), and the regions it gained take
+    /// their entries (the blocks are shared), and the regions it gained take
     /// `base`'s entries (the new target's initial table, e.g. round robin),
     /// or without `base` are unmapped in new chunks and path 0 in the chunk
     /// `old` ends in (as any unwritten entry of an allocated chunk). A chunk
@@ -204,30 +235,34 @@ impl PageTable {
         page_total: u32,
         base: Option<&Self>,
     ) -> Result<Self, UpdateError> {
-        let count = chunk_count(page_total) as usize;
-        let mut chunks = KVVec::with_capacity(count, GFP_KERNEL)?;
-        for i in 0..count {
-            let chunk = match old.chunks.get(i) {
-                Some(chunk) => chunk.clone(),
-                None => base.and_then(|b| b.chunks.get(i)).cloned().flatten(),
-            };
-            chunks.push(chunk, GFP_KERNEL)?;
-        }
-        let mut table = Self::with_chunks(old.dev_count, page_total, old.pte_bits, chunks);
+        let mut table = Self::empty(old.dev_count, page_total, old.pte_bits)?;
         table.userland = old.userland;
-        // The chunk `old` ends in may hold stale entries past its end (from
-        // an earlier shrink): the regions gained there are written anew.
-        let first = old.page_total;
-        if first < page_total
-            && first & CHUNK_MASK != 0
-            && old.chunk_allocated(first >> CHUNK_SHIFT)
-        {
-            let last = (first | CHUNK_MASK).min(page_total - 1);
-            table.set_entries((first..=last).map(|region| {
-                let path = base.and_then(|b| b.lookup(u64::from(region)));
-                (region, path.unwrap_or(0))
-            }))?;
+        let kept = chunk_count(page_total).min(chunk_count(old.page_total));
+        for chunk in (0..kept).filter(|&c| old.chunk_allocated(c)) {
+            table.mark(chunk, true);
         }
+        let shared = block_count(kept, table.packing.chunk_words());
+        for (new, old) in table.blocks.iter_mut().zip(old.blocks.iter()).take(shared) {
+            new.clone_from(old);
+        }
+        let mut editor = table.edit();
+        for region in old.page_total..page_total {
+            let chunk = region >> CHUNK_SHIFT;
+            let from_base = base.and_then(|b| b.lookup(u64::from(region)));
+            let path = if chunk >= kept {
+                from_base
+            } else if old.chunk_allocated(chunk) {
+                // The chunk `old` ends in may hold stale words past its end
+                // (from an earlier shrink): its regions gained are written anew.
+                Some(from_base.unwrap_or(0))
+            } else {
+                None
+            };
+            if let Some(path) = path {
+                editor.set(region, path)?;
+            }
+        }
+        editor.finish()?;
         Ok(table)
     }
 
@@ -251,6 +286,19 @@ impl PageTable {
         Ok(table)
     }
 
+    /// Word index (in the table) and bit shift of `region`'s entry.
+    #[inline(always)]
+    fn position(&self, region: u32) -> (usize, u32) {
+        let (word, shift) = self.packing.locate(region & CHUNK_MASK);
+        // Both below 2^30 (see chunk_start): no overflow.
+        (
+            self.packing
+                .chunk_start(region >> CHUNK_SHIFT)
+                .wrapping_add(word),
+            shift,
+        )
+    }
+
     /// The path of `region`, or `None` if it is unmapped.
     #[inline(always)]
     pub(crate) fn lookup(&self, region: u64) -> Option<u32> {
@@ -259,12 +307,13 @@ impl PageTable {
         }
         // Below page_total, so it fits in u32.
         let region = region as u32;
-        let chunk = self
-            .chunks
-            .get((region >> CHUNK_SHIFT) as usize)?
-            .as_deref()?;
-        let (word, shift) = self.packing.locate(region & CHUNK_MASK);
-        Some((chunk.words.get(word)?.wrapping_shr(shift) & self.packing.mask) as u32)
+        if !self.chunk_allocated(region >> CHUNK_SHIFT) {
+            return None;
+        }
+        let (word, shift) = self.position(region);
+        let block = self.blocks.get(word >> BLOCK_SHIFT)?.as_deref()?;
+        let value = block.words.get(word & BLOCK_MASK)?;
+        Some((value.wrapping_shr(shift) & self.packing.mask) as u32)
     }
 
     /// Writes `(region, path)` entries (see [`Editor::set`]).
@@ -287,38 +336,73 @@ impl PageTable {
         }
     }
 
-    /// A private copy of chunk `index` (zeroed if unallocated).
-    fn chunk_copy(&self, index: u32) -> Result<KVVec<u64>, AllocError> {
-        let len = self.packing.chunk_words();
-        match self.chunks.get(index as usize).and_then(Option::as_deref) {
-            Some(chunk) => {
-                let mut words = KVVec::with_capacity(len, GFP_KERNEL)?;
-                words.extend_from_slice(&chunk.words, GFP_KERNEL)?;
+    /// A private copy of block `index` (zeroed if absent).
+    fn block_copy(&self, index: usize) -> Result<KVVec<u64>, AllocError> {
+        match self.blocks.get(index).and_then(Option::as_deref) {
+            Some(block) => {
+                let mut words = KVVec::with_capacity(BLOCK_WORDS, GFP_KERNEL)?;
+                words.extend_from_slice(&block.words, GFP_KERNEL)?;
                 Ok(words)
             }
-            None => KVVec::from_elem(0, len, GFP_KERNEL),
+            None => KVVec::from_elem(0, BLOCK_WORDS, GFP_KERNEL),
         }
     }
 
-    /// Publishes `words` as chunk `index` of this (unpublished) table.
-    fn store_chunk(&mut self, index: u32, words: KVVec<u64>) -> Result<(), AllocError> {
-        let chunk = Arc::new(Chunk { words }, GFP_KERNEL)?;
-        if let Some(slot) = self.chunks.get_mut(index as usize) {
-            *slot = Some(chunk);
+    /// Publishes `words` as block `index` of this (unpublished) table.
+    fn store_block(&mut self, index: usize, words: KVVec<u64>) -> Result<(), AllocError> {
+        let block = Arc::new(Block { words }, GFP_KERNEL)?;
+        if let Some(slot) = self.blocks.get_mut(index) {
+            *slot = Some(block);
         }
         Ok(())
     }
 
-    /// Whether chunk `index` holds entries (its regions are mapped).
-    pub(crate) fn chunk_allocated(&self, index: u32) -> bool {
-        matches!(self.chunks.get(index as usize), Some(Some(_)))
+    /// Sets chunk `chunk`'s allocated bit (out of range: no-op).
+    fn mark(&mut self, chunk: u32, allocated: bool) {
+        if let Some(word) = self.allocated.get_mut((chunk >> 6) as usize) {
+            let bit = 1u64 << (chunk & 63);
+            if allocated {
+                *word |= bit;
+            } else {
+                *word &= !bit;
+            }
+        }
     }
 
-    /// Frees chunk `index`: its regions become unmapped. Out of range is a no-op.
+    /// Whether chunk `index` holds entries (its regions are mapped).
+    #[inline(always)]
+    pub(crate) fn chunk_allocated(&self, index: u32) -> bool {
+        self.allocated
+            .get((index >> 6) as usize)
+            .is_some_and(|word| word.wrapping_shr(index & 63) & 1 != 0)
+    }
+
+    /// Frees chunk `index`: its regions become unmapped, and the blocks that
+    /// held only its words (and unallocated chunks') are released. Out of
+    /// range is a no-op.
     pub(crate) fn free_chunk(&mut self, index: u32) {
-        if let Some(slot) = self.chunks.get_mut(index as usize) {
-            *slot = None;
+        if index >= chunk_count(self.page_total) {
+            return;
         }
+        self.mark(index, false);
+        let words = self.packing.chunk_words();
+        let start = self.packing.chunk_start(index);
+        for block in start >> BLOCK_SHIFT..=(start + words - 1) >> BLOCK_SHIFT {
+            // The chunks with words in `block`.
+            let first = (block * BLOCK_WORDS / words) as u32;
+            let last = (((block + 1) * BLOCK_WORDS - 1) / words) as u32;
+            if !(first..=last).any(|c| self.chunk_allocated(c)) {
+                if let Some(slot) = self.blocks.get_mut(block) {
+                    *slot = None;
+                }
+            }
+        }
+    }
+
+    /// Storage blocks present (memory held: 4 KiB each).
+    #[cfg(test)]
+    pub(crate) fn blocks_held(&self) -> usize {
+        self.blocks.iter().flatten().count()
     }
 
     /// Sets the two opaque userland words shown in status.
@@ -342,62 +426,89 @@ impl PageTable {
     }
 }
 
-/// Writes entries into an unpublished [`PageTable`]: each chunk it touches is
-/// copied (or allocated, zeroed: path 0) once and kept open while consecutive
-/// writes land in it, so tables already published never change.
+/// Writes entries into an unpublished [`PageTable`]: each block it touches is
+/// copied (or allocated, zeroed) once and kept open while consecutive writes
+/// land in it, so tables already published never change. Writing to an
+/// unallocated chunk allocates it, its entries on path 0.
 ///
-/// Call [`Editor::finish`] to store the last open chunk; an editor dropped
+/// Call [`Editor::finish`] to store the last open block; an editor dropped
 /// without it (after an error) leaves the table partly updated, which is fine
 /// because such a table is discarded, never published.
 pub(crate) struct Editor<'t> {
     table: &'t mut PageTable,
-    open: Option<(u32, KVVec<u64>)>,
+    open: Option<(usize, KVVec<u64>)>,
 }
 
 impl Editor<'_> {
     /// Maps `region` to `path`.
     pub(crate) fn set(&mut self, region: u32, path: u32) -> Result<(), UpdateError> {
-        let table = &mut *self.table;
-        if region >= table.page_total {
+        if region >= self.table.page_total {
             return Err(UpdateError::RegionOutOfRange(region));
         }
-        if path >= table.dev_count {
+        if path >= self.table.dev_count {
             return Err(UpdateError::NoSuchPath(region, path));
         }
-        let index = region >> CHUNK_SHIFT;
-        let words = match &mut self.open {
-            Some((i, words)) if *i == index => words,
-            open => {
-                if let Some((i, words)) = open.take() {
-                    table.store_chunk(i, words)?;
-                }
-                &mut open.insert((index, table.chunk_copy(index)?)).1
-            }
-        };
-        let packing = table.packing;
-        let (word, shift) = packing.locate(region & CHUNK_MASK);
-        if let Some(w) = words.get_mut(word) {
-            *w = (*w & !(packing.mask << shift)) | (u64::from(path) << shift);
+        let chunk = region >> CHUNK_SHIFT;
+        if !self.table.chunk_allocated(chunk) {
+            self.allocate(chunk)?;
+        }
+        let mask = self.table.packing.mask;
+        let (word, shift) = self.table.position(region);
+        if let Some(w) = self.block(word >> BLOCK_SHIFT)?.get_mut(word & BLOCK_MASK) {
+            *w = (*w & !(mask << shift)) | (u64::from(path) << shift);
         }
         Ok(())
     }
 
-    /// The path `region` maps to in the table being edited (`None`: unmapped).
-    pub(crate) fn get(&self, region: u32) -> Option<u32> {
-        match &self.open {
-            Some((i, words)) if *i == region >> CHUNK_SHIFT && region < self.table.page_total => {
-                let packing = self.table.packing;
-                let (word, shift) = packing.locate(region & CHUNK_MASK);
-                Some(((*words.get(word)? >> shift) & packing.mask) as u32)
+    /// Allocates chunk `chunk`: its words are zeroed (every entry on path 0).
+    fn allocate(&mut self, chunk: u32) -> Result<(), AllocError> {
+        let start = self.table.packing.chunk_start(chunk);
+        for word in start..start + self.table.packing.chunk_words() {
+            if let Some(w) = self.block(word >> BLOCK_SHIFT)?.get_mut(word & BLOCK_MASK) {
+                *w = 0;
             }
-            _ => self.table.lookup(u64::from(region)),
         }
+        self.table.mark(chunk, true);
+        Ok(())
     }
 
-    /// Stores the open chunk; the table is then complete.
+    /// The open copy of block `index`, storing the previously open one.
+    fn block(&mut self, index: usize) -> Result<&mut KVVec<u64>, AllocError> {
+        let open = match self.open.take() {
+            Some((i, words)) if i == index => (i, words),
+            other => {
+                if let Some((i, words)) = other {
+                    self.table.store_block(i, words)?;
+                }
+                (index, self.table.block_copy(index)?)
+            }
+        };
+        Ok(&mut self.open.insert(open).1)
+    }
+
+    /// The path `region` maps to in the table being edited (`None`: unmapped).
+    pub(crate) fn get(&self, region: u32) -> Option<u32> {
+        let table = &*self.table;
+        if region >= table.page_total || !table.chunk_allocated(region >> CHUNK_SHIFT) {
+            return None;
+        }
+        let (word, shift) = table.position(region);
+        let value = match &self.open {
+            Some((i, words)) if *i == word >> BLOCK_SHIFT => words.get(word & BLOCK_MASK)?,
+            _ => table
+                .blocks
+                .get(word >> BLOCK_SHIFT)?
+                .as_deref()?
+                .words
+                .get(word & BLOCK_MASK)?,
+        };
+        Some(((value >> shift) & table.packing.mask) as u32)
+    }
+
+    /// Stores the open block; the table is then complete.
     pub(crate) fn finish(mut self) -> Result<(), UpdateError> {
         if let Some((i, words)) = self.open.take() {
-            self.table.store_chunk(i, words)?;
+            self.table.store_block(i, words)?;
         }
         Ok(())
     }

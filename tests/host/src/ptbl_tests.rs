@@ -280,3 +280,34 @@ fn resized_keeps_old_entries() {
         Some(((CHUNK_ENTRIES + 1) / 7) % devs)
     );
 }
+
+/// Words are stored in 4 KiB blocks with no padding per chunk: 5 paths
+/// (3-bit entries, 391 words per chunk) over 4.5 chunks hold 4 blocks;
+/// freeing chunks releases exactly the blocks no allocated chunk uses.
+#[test]
+fn blocks_follow_the_packed_size_and_frees() {
+    let total = 4 * CHUNK_ENTRIES + CHUNK_ENTRIES / 2;
+    let t = PageTable::round_robin(5, total).unwrap();
+    assert_eq!(t.blocks_held(), (5 * 391usize).div_ceil(512));
+    let mut one = PageTable::derive(Some(&t), 5, total, 3).unwrap();
+    one.free_chunk(1); // words 391..782: blocks 0 and 1 are shared with chunks 0 and 2
+    assert_eq!(one.blocks_held(), 4);
+    one.free_chunk(2); // block 1 (words 512..1024) now holds only freed chunks
+    assert_eq!(one.blocks_held(), 3);
+    for r in [0u32, 8191, 3 * CHUNK_ENTRIES, total - 1] {
+        assert_eq!(one.lookup(u64::from(r)), Some(r % 5), "region {r}");
+    }
+    for r in [CHUNK_ENTRIES, 3 * CHUNK_ENTRIES - 1] {
+        assert_eq!(one.lookup(u64::from(r)), None, "region {r}");
+    }
+    // Reallocating a freed chunk starts it on path 0, not on stale words.
+    one.set_entries([(CHUNK_ENTRIES + 5, 4)]).unwrap();
+    assert_eq!(one.lookup(u64::from(CHUNK_ENTRIES + 5)), Some(4));
+    assert_eq!(one.lookup(u64::from(CHUNK_ENTRIES + 6)), Some(0));
+    assert_eq!(one.lookup(u64::from(2 * CHUNK_ENTRIES)), None);
+    for c in 0..5 {
+        one.free_chunk(c);
+    }
+    assert_eq!(one.blocks_held(), 0);
+    assert_eq!(t.blocks_held(), 4, "the shared table is untouched");
+}
