@@ -387,10 +387,11 @@ impl PageTable {
         self.mark(index, false);
         let words = self.packing.chunk_words();
         let start = self.packing.chunk_start(index);
+        let chunk_of = |word: usize| word.checked_div(words).unwrap_or(0) as u32;
         for block in start >> BLOCK_SHIFT..=(start + words - 1) >> BLOCK_SHIFT {
             // The chunks with words in `block`.
-            let first = (block * BLOCK_WORDS / words) as u32;
-            let last = (((block + 1) * BLOCK_WORDS - 1) / words) as u32;
+            let first = chunk_of(block * BLOCK_WORDS);
+            let last = chunk_of((block + 1) * BLOCK_WORDS - 1);
             if !(first..=last).any(|c| self.chunk_allocated(c)) {
                 if let Some(slot) = self.blocks.get_mut(block) {
                     *slot = None;
