@@ -36,7 +36,8 @@ SCENARIOS = {
     "S3": (16, 8, "random r20p16"),      # 2^20 regions of 4 KiB, random mapping
 }
 WORKLOADS = [("randread", 1), ("randread", 32), ("randwrite", 1), ("randwrite", 32)]
-MEM_DEVS = [2, 3, 5, 16, 255]          # 5: informational (3 bits, not a power of two)
+# Every stored width (1..16 bits), both ends of some widths, and the most paths.
+MEM_DEVS = [2, 3, 5, 8, 9, 16, 17, 33, 65, 129, 255, 256, 300, 1000, 4096, 65535]
 
 T0 = time.monotonic()
 
@@ -159,7 +160,11 @@ def dm_target(name):
 
 
 def dm_create(name, table):
-    run("dmsetup", "create", name, "--table", table)
+    # On standard input: a table line over thousands of paths is longer than
+    # one command-line argument may be (128 KiB).
+    p = subprocess.run(["dmsetup", "create", name], input=table + "\n", capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"dmsetup create {name}: exit {p.returncode}: {p.stderr.strip()[:2000]}")
     return f"/dev/mapper/{name}"
 
 

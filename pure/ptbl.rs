@@ -8,10 +8,13 @@
 //! the table, are *unmapped*. Each entry is stored in the fewest bits that hold
 //! every path index (`ceil(log2 paths)`, at least 1: see [`Packing`]), as many
 //! per 64-bit word as fit, like upstream's `switch`; a lookup is a multiply by a
-//! reciprocal, a shift and a mask, never a divide.
+//! reciprocal, a shift and a mask, never a divide. The words are laid out
+//! chunk after chunk and stored in 4 KiB blocks (kmalloc's 4 KiB bucket, with
+//! nothing lost to rounding), so memory follows the packed size at every
+//! width; a bitmap says which chunks are allocated.
 //!
 //! A published [`PageTable`] is never modified: an update builds a new table
-//! beside it ([`PageTable::derive`]), sharing the chunks it does not touch and
+//! beside it ([`PageTable::derive`]), sharing the blocks it does not touch and
 //! copying the ones it does, and the caller publishes it through RCU. So a
 //! reader always sees one consistent geometry, and a failed update (bad entry,
 //! out of memory) leaves the live table exactly as it was.
