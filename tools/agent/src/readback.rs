@@ -191,10 +191,7 @@ pub fn changed_windows(plan: &UploadPlan, live: &TableImage) -> Option<Vec<Windo
         .map(|w| u64::from(w.offset) / chunk)
         .collect();
     let mapping = plan.mapping.as_ref();
-    let differs = |w: &Window| {
-        if w.count == 0 {
-            return live.is_allocated(u64::from(w.offset));
-        }
+    let entries_differ = |w: &Window| {
         let first = u64::from(w.offset);
         (first..first + u64::from(w.count)).any(|r| {
             !freed.contains(&(r / chunk))
@@ -202,7 +199,37 @@ pub fn changed_windows(plan: &UploadPlan, live: &TableImage) -> Option<Vec<Windo
                     || mapping.is_some_and(|m| m.get(r) != live.entries.get(r)))
         })
     };
-    let mut changed: Vec<Window> = plan.windows.iter().copied().filter(differs).collect();
+    let sent: Vec<Window> = plan
+        .windows
+        .iter()
+        .copied()
+        .filter(|w| w.count != 0 && entries_differ(w))
+        .collect();
+    // A chunk the plan frees is freed again if it is allocated, or if an
+    // entry window sent covers part of it (writing entries allocates it).
+    let refree = |w: &Window| {
+        let c = u64::from(w.offset) / chunk;
+        live.is_allocated(u64::from(w.offset))
+            || sent.iter().any(|s| {
+                let (first, end) = (
+                    u64::from(s.offset),
+                    u64::from(s.offset) + u64::from(s.count),
+                );
+                first / chunk <= c && c <= (end - 1) / chunk
+            })
+    };
+    let mut changed: Vec<Window> = plan
+        .windows
+        .iter()
+        .copied()
+        .filter(|w| {
+            if w.count == 0 {
+                refree(w)
+            } else {
+                sent.contains(w)
+            }
+        })
+        .collect();
     if changed.is_empty() && h.userland != live.userland {
         // Every window carries the userland words: send one.
         changed.extend(plan.windows.first().copied());
@@ -313,6 +340,22 @@ mod tests {
                 offset: 0,
                 count: 0
             }]
+        );
+        // One region changed in the window that also covers freed chunk 1:
+        // sending it allocates chunk 1, so the free is sent again after it.
+        let w = changed_windows(&plan(&t2, &[1]), &live).unwrap();
+        assert_eq!(
+            w,
+            vec![
+                Window {
+                    offset: 0,
+                    count: total
+                },
+                Window {
+                    offset: c,
+                    count: 0
+                }
+            ]
         );
         // Other userland words: one window carries them.
         let mut other = plan(&t, &[1]);
