@@ -167,13 +167,9 @@ pub enum Query {
 pub fn live_targets(dev: &Device, query: Query) -> Result<Vec<DmTarget>> {
     let dm = DM::new().map_err(|e| anyhow!("cannot open the DM control device: {e}"))?;
     let name = DmName::new(&dev.name).map_err(|e| anyhow!("bad DM name `{}`: {e}", dev.name))?;
-    let flags = match query {
-        Query::Table => DmFlags::DM_STATUS_TABLE,
-        Query::Status => DmFlags::empty(),
-    };
-    let what = match query {
-        Query::Table => "table",
-        Query::Status => "status",
+    let (flags, what) = match query {
+        Query::Table => (DmFlags::DM_STATUS_TABLE, "table"),
+        Query::Status => (DmFlags::empty(), "status"),
     };
     let (info, targets) = dm
         .table_status(&DevId::Name(name), DmOptions::default().set_flags(flags))
