@@ -44,14 +44,21 @@ timed scripts/vm.sh --out "$out" -- env DM_SWITCH_SOAK="${SOAK:-}" DM_SWITCH_FUZ
   DM_SWITCH_KSRC="$KSRC" \
   "$REPO_ROOT/tests/guest/suites.sh" ${SUITES:-}
 vm_rc=$?
+# Each suite's time (its tests' setup, call and teardown) on stderr; the
+# counts on stdout.
 read -r vp vf < <(python3 - "$out" <<'PY'
-import glob, sys, xml.etree.ElementTree as ET
+import collections, glob, sys, xml.etree.ElementTree as ET
 p = f = 0
-for x in glob.glob(sys.argv[1] + "/junit-*.xml"):
+times = collections.Counter()
+for x in glob.glob(sys.argv[1] + "/junit*.xml"):
     for s in ET.parse(x).getroot().iter("testsuite"):
         t, e, fl, sk = (int(s.get(k, 0)) for k in ("tests", "errors", "failures", "skipped"))
         p += t - e - fl - sk
         f += e + fl
+        for c in s.iter("testcase"):
+            times[c.get("classname", "?")] += float(c.get("time", 0))
+for name, secs in times.items():
+    print(f"suite {name}: {secs:.0f} s", file=sys.stderr)
 print(p, f)
 PY
 )

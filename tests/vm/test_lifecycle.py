@@ -128,6 +128,8 @@ def test_lifecycle_reload_suspend_under_verified_io(env):
     fio_runs, fio_fail = [], []
 
     def fio_loop():
+        # Passes until the deadline: the swaps below go on until the pass
+        # under way ends, so no pass runs without them (one pass in CI).
         jobs = fio_jobs(sw.path, bounded([1, 1, 2], [4, 4, 8]), 16)
         while not stop.is_set():
             try:
@@ -135,17 +137,19 @@ def test_lifecycle_reload_suspend_under_verified_io(env):
             except AssertionError as e:
                 fio_fail.append(str(e))
                 return
+            if time.time() >= deadline:
+                return
 
+    deadline = time.time() + seconds
     th = threading.Thread(target=fio_loop, daemon=True)
     th.start()
     up = Uploader()
     ctl = dmioctl.Control()
     rng = random.Random(5)
     counts = Counter()
-    deadline = time.time() + seconds
     try:
         geo = (12, 3)
-        while time.time() < deadline and not fio_fail:
+        while (time.time() < deadline or th.is_alive()) and not fio_fail:
             op = rng.choice(["suspend", "same", "other", "upload", "upload", "message"])
             # Direct ioctls: a dmsetup process (and its udev wait) per step
             # took seconds under TCG, and the swaps were few.
@@ -171,8 +175,6 @@ def test_lifecycle_reload_suspend_under_verified_io(env):
                 # message edits the live table in its own geometry.
                 ctl.message(sw.name, f"set_region_mappings 0:{rng.randrange(geo[1])} R1,{rng.randrange(1, 255):x}")
             counts[op] += 1
-        while not fio_runs and not fio_fail and th.is_alive():
-            time.sleep(1)  # at least one complete write+verify pass
     finally:
         stop.set()
         th.join(900)

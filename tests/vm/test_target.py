@@ -1,7 +1,7 @@
 """Issue 3: constructor, routing, status. Placement is read back from the paths."""
 import pytest
 
-from conftest import SECTOR, Switch, check_placement, ctr_error, marker, read_at, shared_paths, write_at
+from conftest import SECTOR, Cleanup, Switch, check_placement, ctr_error, marker, read_at, shared_paths, write_at
 
 
 def layout(env, npaths, region, regions):
@@ -70,6 +70,15 @@ def test_status_and_table_lines(env):
     assert st["devs"] == t1[5::2]
 
 
+@pytest.fixture(scope="module")
+def small_paths():
+    """Two 2048-sector paths, one with 512-byte and one with 4 KiB logical
+    blocks, for every refused table line (made once: each takes seconds)."""
+    c = Cleanup()
+    yield {"p0": c.nullb(1).path, "p4k": c.nullb(1, blocksize=4096).path}
+    c.close()
+
+
 @pytest.mark.parametrize("args,message", [
     ("", "Missing arguments"),
     ("x 128 {p0} 0", "Invalid device count"),
@@ -87,10 +96,8 @@ def test_status_and_table_lines(env):
     ("1 128 1 {p0} 0", "Invalid number of optional arguments"),
     ("1 7 {p4k} 0", "not a multiple of a device's logical block size"),
 ])
-def test_refused_table_lines(env, args, message):
-    p0 = env.nullb(1).path  # 2048 sectors
-    p4k = env.nullb(1, blocksize=4096).path
-    table = f"0 2048 switch {args.format(p0=p0, p4k=p4k)}"
+def test_refused_table_lines(small_paths, args, message):
+    table = f"0 2048 switch {args.format(**small_paths)}"
     assert message in ctr_error(table)
 
 
