@@ -123,5 +123,5 @@ def test_help_documents_every_command():
     top = agent("--help").stdout
     for word in ["upload", "status", "Example", "mapping"]:
         assert word.lower() in top.lower(), word
-    for sub in ["upload", "status"]:
+    for sub in ["upload", "status", "dump", "activate", "deactivate", "check-config"]:
         assert "example" in agent(sub, "--help").stdout.lower()

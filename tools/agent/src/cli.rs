@@ -1,4 +1,5 @@
-//! Command-line interface: `dm-switch upload` and `dm-switch status`.
+//! Command-line interface: `dm-switch upload`, `dump`, `status`, `activate`,
+//! `deactivate` and `check-config`.
 
 use std::path::PathBuf;
 
@@ -10,8 +11,9 @@ const LONG_ABOUT: &str = "\
 Userland agent for the dm-switch device-mapper target.
 
 It uploads a switch device's region table (which path each region goes to)
-to the dm_switch kernel module over generic netlink (family DM_SWITCH), and
-shows the target's status. Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN).
+to the dm_switch kernel module over generic netlink (family DM_SWITCH),
+reads it back, shows the target's status, and sets up the switch devices
+of a configuration file (/etc/dm-switch/switch.toml) idempotently. Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN).
 
 DEV is a DM name (sw0 = /dev/mapper/sw0), /dev/mapper/NAME, /dev/dm-N, or
 MAJOR:MINOR.
@@ -33,7 +35,9 @@ Examples:
   dm-switch upload sw0 --region-mappings '0:0 :1 :2 R3,fd'
   dm-switch upload sw0 --free-chunk 2
   dm-switch dump sw0 > map.txt; dm-switch upload sw0 --file map.txt --diff
-  dm-switch status sw0 --json";
+  dm-switch status sw0 --json
+  dm-switch check-config && dm-switch activate --all
+  dm-switch deactivate sw0";
 
 /// Top-level command line.
 #[derive(Debug, Parser)]
@@ -87,6 +91,51 @@ allocated chunks and runs of regions (path null: unallocated).",
 dm-switch dump sw0 | dm-switch upload sw1 --file -"
     )]
     Dump(DumpArgs),
+    /// Create, reload and upload the switch devices of the configuration.
+    #[command(
+        long_about = "Bring switch devices in line with the configuration file (TOML; see\n\
+`dm-switch check-config --help` for its format). For each device named (or\n\
+every one with --all): wait for its paths (path_timeout), check them, read\n\
+its mapping file, then create the device, reload it if its live table\n\
+differs (a grown or shrunk device keeps its mapping), or leave it; then\n\
+send only the windows of the mapping that differ from the live table.\n\
+Running it again changes nothing and says so. A device it creates is\n\
+removed again if a later step fails. The other devices are still done\n\
+when one fails; the exit code is then non-zero.",
+        after_help = "Examples:\n  dm-switch activate --all\n  \
+dm-switch activate sw0 --config /etc/dm-switch/switch.toml"
+    )]
+    Activate(ActivateArgs),
+    /// Remove the switch devices of the configuration.
+    #[command(
+        long_about = "Remove switch devices named in the configuration (or every one with\n\
+--all). A device still open is refused, naming who holds it (stacked\n\
+devices, mounts, processes), unless --force: its table is then replaced by\n\
+one that fails all I/O and it is removed when the last opener closes it\n\
+(as `dmsetup remove --force --deferred`). A device that is not active is\n\
+reported and skipped; one that is not a switch is refused.",
+        after_help = "Examples:\n  dm-switch deactivate --all\n  dm-switch deactivate sw0 --force"
+    )]
+    Deactivate(DeactivateArgs),
+    /// Check the configuration file; every error names its line.
+    #[command(
+        long_about = "Check the configuration file without touching any device; every error\n\
+is printed as FILE:LINE: message.\n\n\
+Format (TOML), one [[switch]] table per device:\n\
+  path_timeout = 30            # seconds activate waits for a missing path\n\
+  [[switch]]\n\
+  name = \"sw0\"                 # DM name: /dev/mapper/sw0\n\
+  format = \"rfc\"               # or \"upstream\" (table line layout)\n\
+  region_size = 16384          # sectors per region\n\
+  paths = [\"/dev/mapper/m0\", \"/dev/mapper/m1\"]\n\
+  offsets = [0, 0]             # optional: first sector on each path\n\
+  sectors = 1048576            # optional: length (default: shortest path)\n\
+  mapping_file = \"sw0.map\"     # upload --file format, relative to the file\n\
+  # round_robin = true         # ... instead of a mapping file\n\
+  userland = [1, 0x2a]         # optional",
+        after_help = "Examples:\n  dm-switch check-config\n  dm-switch check-config --config ./switch.toml"
+    )]
+    CheckConfig(ConfigArg),
     /// Show the switch target's paths, userland words and I/O counters.
     #[command(
         after_help = "Examples:\n  dm-switch status sw0\n  dm-switch status /dev/dm-3 --json"
@@ -162,6 +211,51 @@ pub struct DumpArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = DumpFormat::File)]
     pub format: DumpFormat,
+}
+
+/// The configuration file option.
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The configuration file.
+    #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+}
+
+/// Which configured switches: NAME... or --all.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct Selection {
+    /// Switch names from the configuration.
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Every switch in the configuration.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `activate` arguments.
+#[derive(Debug, Args)]
+pub struct ActivateArgs {
+    /// Which switches.
+    #[command(flatten)]
+    pub which: Selection,
+    /// The configuration file.
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+/// `deactivate` arguments.
+#[derive(Debug, Args)]
+pub struct DeactivateArgs {
+    /// Which switches.
+    #[command(flatten)]
+    pub which: Selection,
+    /// Remove open devices too: I/O fails from now on, removal when closed.
+    #[arg(long)]
+    pub force: bool,
+    /// The configuration file.
+    #[command(flatten)]
+    pub config: ConfigArg,
 }
 
 /// `status` arguments.

@@ -83,7 +83,8 @@ pub fn split_dev_t(rdev: u64) -> (u32, u32) {
     (major as u32, minor as u32)
 }
 
-fn block_dev_numbers(path: &Path) -> Result<(u32, u32)> {
+/// The device numbers of block device node `path`.
+pub fn block_dev_numbers(path: &Path) -> Result<(u32, u32)> {
     let meta = fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
     if !meta.file_type().is_block_device() {
         bail!("{} is not a block device", path.display());

@@ -5,9 +5,7 @@
 //! status` in words or JSON. Exit codes:
 //! 0 success, 1 usage or user error, 2 the kernel refused.
 
-use std::fmt;
-use std::fs::File;
-use std::io::{self, BufReader, IsTerminal, Write};
+use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -15,28 +13,21 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use dm_switch::cli::{Cli, Command, DumpArgs, DumpFormat, SourceArgs, StatusArgs, UploadArgs};
+use dm_switch::activate;
+use dm_switch::cli::{
+    Cli, Command, ConfigArg, DumpArgs, DumpFormat, Selection, SourceArgs, StatusArgs, UploadArgs,
+};
+use dm_switch::config::{self, Config, SwitchSpec};
 use dm_switch::device::{self, Device};
 use dm_switch::mapping::{self, Mapping, PackedTable};
-use dm_switch::netlink::{self, Outcome};
-use dm_switch::plan::{Params, UploadPlan, Window};
-use dm_switch::readback::{self, TableImage};
+use dm_switch::netlink;
+use dm_switch::plan::{Params, Source, UploadPlan};
+use dm_switch::readback;
+use dm_switch::transfer::{self, KernelRefusal};
 use dm_switch::wire;
 
 /// Uploads at least this large get a progress bar (on a terminal).
 const PROGRESS_MIN_REGIONS: u64 = 1 << 20;
-
-/// The kernel (module or genetlink core) said no: exit code 2.
-#[derive(Debug)]
-struct KernelRefusal(String);
-
-impl fmt::Display for KernelRefusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for KernelRefusal {}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -54,6 +45,13 @@ fn main() -> ExitCode {
         Command::Upload(a) => upload(a),
         Command::Dump(a) => dump(a),
         Command::Status(a) => status(a),
+        Command::Activate(a) => for_each_switch(&a.config, &a.which, "activate", |s, c| {
+            activate::activate(s, c.path_timeout)
+        }),
+        Command::Deactivate(a) => for_each_switch(&a.config, &a.which, "deactivate", |s, _| {
+            activate::deactivate(&s.name, a.force)
+        }),
+        Command::CheckConfig(a) => check_config(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,76 +76,29 @@ fn prepare_upload(a: &UploadArgs) -> Result<Prepared> {
     let dev = device::resolve(&a.dev)?;
     let table = device::parse_table(&device::live_targets(&dev, device::Query::Table)?)
         .with_context(|| format!("device {}", dev.name))?;
-    let mut params = Params::resolve(&table, a.page_total, a.pte_bits)
+    let params = Params::resolve(&table, a.page_total, a.pte_bits)
         .with_context(|| format!("device {}", dev.name))?;
-    let mut header = wire::PgTableHeader {
-        userland: a.userland.unwrap_or([0, 0]),
-        dev_major: dev.major,
-        dev_minor: dev.minor,
-        page_total: params.page_total,
-        page_offset: 0,
-        page_count: 0,
-        dev_count: params.dev_count,
-        pte_bits: params.pte_bits,
-    };
+    let header = params.header(&dev, a.userland.unwrap_or([0, 0]));
     let plan = match a.source.free_chunk {
         Some(chunk) => UploadPlan::free(header, chunk)?,
         None => {
-            let mut src = build_mapping(
-                &a.source,
-                params.page_total,
-                table.dev_count,
-                params.pte_bits,
-            )?;
-            if !src.unallocated.is_empty() && 32 % u32::from(params.pte_bits) != 0 {
-                // Chunk frees need windows aligned to chunk starts.
-                if a.pte_bits.is_some() {
-                    bail!(
-                        "unallocated chunks need a pte_bits that divides 32 (--pte-bits {} does not)",
-                        params.pte_bits
-                    );
-                }
-                params.pte_bits = params.pte_bits.next_power_of_two();
-                src.mapping = src.mapping.repacked(params.pte_bits)?;
-            }
-            header.pte_bits = params.pte_bits;
-            if a.userland.is_none() {
-                header.userland = src.userland.unwrap_or([0, 0]);
-            }
-            UploadPlan::full(header, src.mapping).with_frees(&src.unallocated)
+            let src = build_mapping(&a.source, &params, table.dev_count)?;
+            UploadPlan::for_source(header, src, a.pte_bits.is_some(), a.userland.is_some())?
         }
     };
     Ok(Prepared { dev, plan })
 }
 
-/// What an upload's entries come from, and what else the source sets.
-struct Source {
-    mapping: Mapping,
-    /// Chunks to leave unallocated (mapping files only).
-    unallocated: Vec<u32>,
-    /// Userland words (mapping files only).
-    userland: Option<[u32; 2]>,
-}
-
-fn build_mapping(
-    src: &SourceArgs,
-    page_total: u32,
-    dev_count: u32,
-    pte_bits: u8,
-) -> Result<Source> {
-    let plain = |mapping| Source {
-        mapping,
-        unallocated: Vec::new(),
-        userland: None,
-    };
+fn build_mapping(src: &SourceArgs, params: &Params, dev_count: u32) -> Result<Source> {
+    let (page_total, pte_bits) = (params.page_total, params.pte_bits);
     if src.round_robin {
-        return Ok(plain(Mapping::RoundRobin { dev_count }));
+        return Ok(Source::entries(Mapping::RoundRobin { dev_count }));
     }
     if let Some(spec) = &src.region_mappings {
         let mut t =
             PackedTable::new(u64::from(page_total), pte_bits).map_err(anyhow::Error::msg)?;
         mapping::apply_region_mappings(spec, &mut t, dev_count).map_err(anyhow::Error::msg)?;
-        return Ok(plain(Mapping::Table(t)));
+        return Ok(Source::entries(Mapping::Table(t)));
     }
     let Some(path) = &src.file else {
         bail!("no mapping source given");
@@ -156,15 +107,9 @@ fn build_mapping(
         let stdin = io::stdin().lock();
         mapping::read_mapping_file(stdin, "<stdin>", page_total, dev_count, pte_bits)?
     } else {
-        let name = path.display().to_string();
-        let f = File::open(path).with_context(|| format!("cannot open mapping file {name}"))?;
-        mapping::read_mapping_file(BufReader::new(f), &name, page_total, dev_count, pte_bits)?
+        mapping::open_mapping_file(path, page_total, dev_count, pte_bits)?
     };
-    Ok(Source {
-        mapping: Mapping::Table(file.table),
-        unallocated: file.unallocated,
-        userland: file.userland,
-    })
+    Ok(Source::file(file))
 }
 
 fn plural(n: u64, word: &str) -> String {
@@ -186,46 +131,9 @@ fn describe(p: &Prepared) -> String {
     )
 }
 
-fn strerror(errno: i32) -> String {
-    let s = io::Error::from_raw_os_error(errno).to_string();
-    match s.find(" (os error") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
-}
-
-fn refusal(w: &Window, reason: &str, errno: i32) -> anyhow::Error {
-    let hint = match errno {
-        libc::EPERM | libc::EACCES => "; run as root (needs CAP_SYS_ADMIN and CAP_NET_ADMIN)",
-        libc::EOPNOTSUPP => "; does the loaded dm_switch module speak this ABI?",
-        _ => "",
-    };
-    KernelRefusal(format!(
-        "kernel refused window at region {}: {reason} ({}){hint}",
-        w.offset,
-        netlink::errno_name(errno)
-    ))
-    .into()
-}
-
-/// Reads the live table of `dev` back.
-fn read_back(ch: &mut netlink::Channel, dev: &Device) -> Result<TableImage> {
-    match ch.dump(dev.major, dev.minor)? {
-        Ok(windows) => TableImage::from_windows(&windows)
-            .map_err(|e| anyhow::anyhow!("{} ({}:{}): {e}", dev.name, dev.major, dev.minor)),
-        Err((errno, text)) => Err(KernelRefusal(format!(
-            "kernel refused to read {} back: {} ({})",
-            dev.name,
-            text.unwrap_or_else(|| strerror(errno)),
-            netlink::errno_name(errno)
-        ))
-        .into()),
-    }
-}
-
 fn dump(a: DumpArgs) -> Result<()> {
     let dev = device::resolve(&a.dev)?;
-    let img = read_back(&mut netlink::Channel::open()?, &dev)?;
+    let img = transfer::read_back(&mut netlink::Channel::open()?, &dev)?;
     let text = match a.format {
         DumpFormat::File => {
             img.to_mapping_file(&format!("{} ({}:{})", dev.name, dev.major, dev.minor))
@@ -262,7 +170,7 @@ fn upload(a: UploadArgs) -> Result<()> {
     let planned = p.plan.windows.len();
     if a.diff {
         let c = ch.insert(netlink::Channel::open()?);
-        match readback::changed_windows(&p.plan, &read_back(c, &p.dev)?) {
+        match readback::changed_windows(&p.plan, &transfer::read_back(c, &p.dev)?) {
             Some(changed) => p.plan.windows = changed,
             None if !a.quiet => writeln!(
                 out,
@@ -319,43 +227,16 @@ fn upload(a: UploadArgs) -> Result<()> {
         bar
     });
     let start = Instant::now();
-    for w in &p.plan.windows {
-        let payload = p.plan.payload(w)?;
-        let outcome = ch.send_window(payload);
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(e) => {
-                if let Some(b) = &bar {
-                    b.abandon();
-                }
-                return Err(e.context(format!("window at region {}", w.offset)));
-            }
-        };
-        let refused = match outcome {
-            Outcome::Response(r) if r.status == 0 => None,
-            Outcome::Response(r) => {
-                let errno = i32::try_from(r.status).unwrap_or(i32::MAX);
-                let reason = if r.err_str.is_empty() {
-                    strerror(errno)
-                } else {
-                    r.err_str
-                };
-                Some(refusal(w, &reason, errno))
-            }
-            Outcome::CoreError(errno, text) => {
-                let reason = text.unwrap_or_else(|| strerror(errno));
-                Some(refusal(w, &reason, errno))
-            }
-        };
-        if let Some(err) = refused {
-            if let Some(b) = &bar {
-                b.abandon();
-            }
-            return Err(err);
-        }
+    let sent = transfer::send_windows(&mut ch, &p.plan, |w| {
         if let Some(b) = &bar {
             b.inc(u64::from(w.count));
         }
+    });
+    if let Err(e) = sent {
+        if let Some(b) = &bar {
+            b.abandon();
+        }
+        return Err(e);
     }
     let secs = start.elapsed().as_secs_f64();
     if let Some(b) = &bar {
@@ -392,6 +273,67 @@ fn upload(a: UploadArgs) -> Result<()> {
     out.write_all(line.as_bytes())
         .context("cannot write output")?;
     Ok(())
+}
+
+fn load_config(c: &ConfigArg) -> Result<Config> {
+    config::load(&c.config).map_err(|errors| {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        anyhow::anyhow!(
+            "{} has {}",
+            c.config.display(),
+            plural(errors.len() as u64, "error")
+        )
+    })
+}
+
+fn check_config(c: &ConfigArg) -> Result<()> {
+    let cfg = load_config(c)?;
+    println!(
+        "{}: {} ({}), path_timeout {} s",
+        c.config.display(),
+        plural(cfg.switches.len() as u64, "switch device"),
+        cfg.switches
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        cfg.path_timeout.as_secs()
+    );
+    Ok(())
+}
+
+/// Runs `op` on each selected switch of the configuration, printing its
+/// line (or its error) and going on; fails if any failed (a kernel refusal
+/// among them makes it one).
+fn for_each_switch(
+    c: &ConfigArg,
+    which: &Selection,
+    verb: &str,
+    op: impl Fn(&SwitchSpec, &Config) -> Result<String>,
+) -> Result<()> {
+    let cfg = load_config(c)?;
+    let chosen = cfg.select(&which.names).map_err(anyhow::Error::msg)?;
+    let mut failed = Vec::new();
+    let mut refused = false;
+    for s in chosen {
+        match op(s, &cfg) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("dm-switch: {}: {e:#}", s.name);
+                refused |= e.is::<KernelRefusal>();
+                failed.push(s.name.as_str());
+            }
+        }
+    }
+    match (failed.is_empty(), refused) {
+        (true, _) => Ok(()),
+        (false, false) => bail!("could not {verb} {}", failed.join(", ")),
+        (false, true) => {
+            Err(KernelRefusal(format!("could not {verb} {}", failed.join(", "))).into())
+        }
+    }
 }
 
 fn status(a: StatusArgs) -> Result<()> {

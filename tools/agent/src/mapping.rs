@@ -226,6 +226,25 @@ pub struct MappingFile {
     pub userland: Option<[u32; 2]>,
 }
 
+/// Opens the mapping file at `path` and reads it ([`read_mapping_file`]).
+pub fn open_mapping_file(
+    path: &std::path::Path,
+    page_total: u32,
+    dev_count: u32,
+    pte_bits: u8,
+) -> Result<MappingFile, anyhow::Error> {
+    let name = path.display().to_string();
+    let f = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("cannot open mapping file {name}: {e}"))?;
+    read_mapping_file(
+        std::io::BufReader::new(f),
+        &name,
+        page_total,
+        dev_count,
+        pte_bits,
+    )
+}
+
 /// Reads a mapping file into a table of `page_total` entries.
 ///
 /// Format: one `REGION PATH` or `FIRST-LAST PATH` per line, decimal; `#`

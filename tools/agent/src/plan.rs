@@ -8,8 +8,8 @@
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::device::{self, SwitchTable};
-use crate::mapping::Mapping;
+use crate::device::{self, Device, SwitchTable};
+use crate::mapping::{Mapping, MappingFile};
 use crate::wire;
 
 /// One request's slice of the table.
@@ -72,6 +72,21 @@ pub struct Params {
 }
 
 impl Params {
+    /// The header of an upload to `dev` with this geometry (page_offset and
+    /// page_count are per window).
+    pub fn header(&self, dev: &Device, userland: [u32; 2]) -> wire::PgTableHeader {
+        wire::PgTableHeader {
+            userland,
+            dev_major: dev.major,
+            dev_minor: dev.minor,
+            page_total: self.page_total,
+            page_offset: 0,
+            page_count: 0,
+            dev_count: self.dev_count,
+            pte_bits: self.pte_bits,
+        }
+    }
+
     /// Derives the geometry from a switch table line, applying
     /// `--page-total` and `--pte-bits` if given, and validates it.
     pub fn resolve(
@@ -101,6 +116,36 @@ impl Params {
             page_total,
             pte_bits,
         })
+    }
+}
+
+/// What an upload's entries come from, and what else the source sets.
+pub struct Source {
+    /// The entries.
+    pub mapping: Mapping,
+    /// Chunks to leave unallocated (mapping files only).
+    pub unallocated: Vec<u32>,
+    /// Userland words (mapping files only).
+    pub userland: Option<[u32; 2]>,
+}
+
+impl Source {
+    /// A source of entries only.
+    pub fn entries(mapping: Mapping) -> Self {
+        Self {
+            mapping,
+            unallocated: Vec::new(),
+            userland: None,
+        }
+    }
+
+    /// A mapping file's content.
+    pub fn file(f: MappingFile) -> Self {
+        Self {
+            mapping: Mapping::Table(f.table),
+            unallocated: f.unallocated,
+            userland: f.userland,
+        }
     }
 }
 
@@ -134,6 +179,35 @@ impl UploadPlan {
             count: 0,
         }));
         self
+    }
+
+    /// The plan that uploads `src` under `header` (page_total, dev_count,
+    /// pte_bits and userland set). Chunks left unallocated need windows
+    /// aligned to chunk starts, so a pte_bits that does not divide 32 is
+    /// widened to the next power of two, or refused if `fixed_bits` (the
+    /// user chose it). The source's userland words replace the header's
+    /// unless `keep_userland`.
+    pub fn for_source(
+        mut header: wire::PgTableHeader,
+        src: Source,
+        fixed_bits: bool,
+        keep_userland: bool,
+    ) -> Result<Self> {
+        let mut mapping = src.mapping;
+        if !src.unallocated.is_empty() && 32 % u32::from(header.pte_bits) != 0 {
+            if fixed_bits {
+                bail!(
+                    "unallocated chunks need a pte_bits that divides 32 (--pte-bits {} does not)",
+                    header.pte_bits
+                );
+            }
+            header.pte_bits = header.pte_bits.next_power_of_two();
+            mapping = mapping.repacked(header.pte_bits)?;
+        }
+        if !keep_userland {
+            header.userland = src.userland.unwrap_or([0, 0]);
+        }
+        Ok(Self::full(header, mapping).with_frees(&src.unallocated))
     }
 
     /// A plan that frees kernel chunk `chunk`.
