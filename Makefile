@@ -6,6 +6,9 @@
 #   make bench           benchmarks on the perf kernel
 #   make kernel          build (or reuse) the debug test kernel
 #   make fmt / fmtcheck  rustfmt the kernel crate and the tools
+#   make install         module, agent, systemd unit, udev rule, example config
+#                        (DESTDIR, PREFIX=/usr/local, KDIR/KVER); make uninstall
+#   make dkms-source     the module's sources + dkms.conf under /usr/src (DESTDIR)
 
 SHELL := /bin/bash
 # The kernel toolchain arguments and the cached test kernel's directory come
@@ -19,7 +22,23 @@ KMAKE = $(MAKE) -C $(KDIR) M=$(CURDIR) $(TOOLCHAIN) PATH=/usr/bin:$(PATH)
 # rustfmt follows the crate's `mod` items from its root into every folder.
 KERNEL_RS := dm_switch.rs
 
-.PHONY: all modules clean kernel check demo bench soak fmt fmtcheck tools
+.PHONY: all modules clean kernel check demo bench soak fmt fmtcheck tools install uninstall dkms-source
+
+# Installation. The module goes to updates/, which depmod ranks above the
+# kernel's own drivers/md/dm-switch.ko (upstream's C target, same name).
+PREFIX ?= /usr/local
+SBINDIR = $(PREFIX)/sbin
+DOCDIR = $(PREFIX)/share/doc/dm-switch
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+UDEVRULESDIR ?= /etc/udev/rules.d
+KVER ?= $(shell cat $(KDIR)/include/config/kernel.release 2>/dev/null)
+VERSION := $(shell sed -n 's/^pub(crate) const VERSION: \[u32; 3\] = \[\([0-9]*\), \([0-9]*\), \([0-9]*\)\];$$/\1.\2.\3/p' target.rs)
+MODULE_SOURCES := Kbuild dm_switch.rs target.rs control kapi pure include
+INSTALLED := $(DESTDIR)/lib/modules/$(KVER)/updates/dm_switch.ko $(DESTDIR)$(SBINDIR)/dm-switch \
+	$(DESTDIR)$(UNITDIR)/dm-switch-activate.service $(DESTDIR)$(UDEVRULESDIR)/90-dm-switch.rules \
+	$(DESTDIR)/etc/dm-switch/switch.toml.example $(DESTDIR)$(DOCDIR)/README.md
+SUBST = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' -e 's|@VERSION@|$(VERSION)|g'
+DEPMOD = depmod $(if $(DESTDIR),-b $(DESTDIR)) $(KVER)
 
 all: modules
 
@@ -43,6 +62,26 @@ kernel:
 
 tools:
 	cd tools && cargo build --release --quiet
+
+install: modules tools
+	@[ -n "$(KVER)" ] || { echo "install: no kernel release (set KDIR or KVER)" >&2; exit 1; }
+	install -D -m 644 dm_switch.ko $(DESTDIR)/lib/modules/$(KVER)/updates/dm_switch.ko
+	install -D -m 755 tools/target/release/dm-switch $(DESTDIR)$(SBINDIR)/dm-switch
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(UDEVRULESDIR) $(DESTDIR)/etc/dm-switch $(DESTDIR)$(DOCDIR)
+	$(SUBST) packaging/dm-switch-activate.service.in > $(DESTDIR)$(UNITDIR)/dm-switch-activate.service
+	install -m 644 packaging/90-dm-switch.rules $(DESTDIR)$(UDEVRULESDIR)/90-dm-switch.rules
+	install -m 644 packaging/switch.toml.example $(DESTDIR)/etc/dm-switch/switch.toml.example
+	install -m 644 tools/agent/README.md $(DESTDIR)$(DOCDIR)/README.md
+	$(DEPMOD)
+
+uninstall:
+	rm -f $(INSTALLED)
+	$(DEPMOD)
+
+dkms-source:
+	install -d $(DESTDIR)/usr/src/dm-switch-$(VERSION)
+	cp -r $(MODULE_SOURCES) $(DESTDIR)/usr/src/dm-switch-$(VERSION)/
+	$(SUBST) packaging/dkms.conf.in > $(DESTDIR)/usr/src/dm-switch-$(VERSION)/dkms.conf
 
 fmt:
 	rustfmt --edition 2021 $(KERNEL_RS)

@@ -34,14 +34,19 @@ passed=$((passed + hp)); failed=$((failed + hf))
 step "YNL spec against the kernel tree's schema and pure/abi.rs"
 if python3 tests/host/ynl_spec.py "$KSRC"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 
-step "in-VM suites on the debug kernel (one boot, ~2 min of it booting)"
 out=$(mktemp -d /tmp/dm-switch-check.XXXXXX)
+step "installation: make install/uninstall, the systemd unit, DKMS (staged for the VM in $out/stage)"
+read -r inst_p inst_f < <(scripts/check-install.sh "$kdir" "$out/stage" | tee /dev/stderr |
+                  sed -n 's/^install checks: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p')
+passed=$((passed + ${inst_p:-0})); failed=$((failed + ${inst_f:-1}))
+
+step "in-VM suites on the debug kernel (one boot, ~2 min of it booting)"
 # All suites share one boot: allow it most of CI's 90 minutes (about 35 are
 # needed on an idle machine; several times that while other VMs run). A soak
 # run needs longer (make soak sets VM_TIMEOUT=14400).
 export VM_TIMEOUT=${VM_TIMEOUT:-4800}
 timed scripts/vm.sh --out "$out" -- env DM_SWITCH_SOAK="${SOAK:-}" DM_SWITCH_FUZZ_SEED="${FUZZ_SEED:-}" \
-  DM_SWITCH_KSRC="$KSRC" \
+  DM_SWITCH_KSRC="$KSRC" DM_SWITCH_STAGE="$out/stage" \
   "$REPO_ROOT/tests/guest/suites.sh" ${SUITES:-}
 vm_rc=$?
 # Each suite's time (its tests' setup, call and teardown) on stderr; the

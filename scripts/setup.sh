@@ -10,6 +10,7 @@ APT_PACKAGES=(
   bc bison flex libelf-dev libssl-dev cpio kmod xz-utils make
   qemu-system-x86 busybox-static udev
   dmsetup fio util-linux e2fsprogs strace
+  dkms                                 # make check builds the module through DKMS
   pkg-config libdevmapper-dev          # the agent's devicemapper crate (its bindgen reads libdevmapper.h)
   python3 python3-pytest jq libcap2-bin
   python3-yaml python3-jsonschema       # the YNL spec check and tools/net/ynl/cli.py
