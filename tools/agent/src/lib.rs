@@ -1,6 +1,7 @@
-//! Library side of the `dm-switch` agent: the wire format, device and
-//! `dmsetup` parsing, mapping sources, window planning and the netlink
-//! channel. The binary (`main.rs`) wires them into the command line.
+//! Library side of the `dm-switch` agent: the wire format, devices and
+//! their tables (read and changed through the DM ioctls), mapping sources,
+//! window planning, the netlink channel, the configuration and activation.
+//! The binary (`main.rs`) wires them into the command line.
 
 pub mod activate;
 pub mod cli;

@@ -2,7 +2,8 @@
 //!
 //! `upload` sends a region table to the kernel module over generic netlink;
 //! `dump` reads the live table back; `status` shows the target's `dmsetup
-//! status` in words or JSON. Exit codes:
+//! status` in words or JSON; `activate`, `deactivate` and `check-config`
+//! manage the switch devices of a configuration file. Exit codes:
 //! 0 success, 1 usage or user error, 2 the kernel refused.
 
 use std::io::{self, IsTerminal, Write};
