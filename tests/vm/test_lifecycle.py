@@ -130,7 +130,7 @@ def test_lifecycle_reload_suspend_under_verified_io(env):
     def fio_loop():
         # Passes until the deadline: the swaps below go on until the pass
         # under way ends, so no pass runs without them (one pass in CI).
-        jobs = fio_jobs(sw.path, bounded([1, 1, 2], [4, 4, 8]), 16)
+        jobs = fio_jobs(sw.path, bounded([1, 1, 1], [4, 4, 8]), 16)
         while not stop.is_set():
             try:
                 fio_runs.extend(fio_summary(j) for j in fio_verify_pass(jobs, 900))
