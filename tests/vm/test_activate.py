@@ -51,7 +51,8 @@ def test_activate_deactivate_from_a_config(env, tmp_path):
 [[switch]]
 name = "cfga"
 region_size = 1
-{a.toml()}mapping_file = "a.map"
+{a.toml()}sectors = 600000
+mapping_file = "a.map"
 
 [[switch]]
 name = "cfgb"
@@ -77,14 +78,15 @@ round_robin = true
         lines = out.splitlines()
         assert len(lines) == 3, out
         assert re.match(r"cfga \(\d+:\d+\): created \(3 paths, 600000 regions of 1 sectors\); mapping: sent 3 of 3", lines[0]), out
-        assert "cfgb" in lines[1] and "created (2 paths, 64 regions of 64 sectors)" in lines[1], out
+        # B's length is its shortest path's room: 10,240 sectors less offset 4,160.
+        assert "cfgb" in lines[1] and "created (2 paths, 95 regions of 64 sectors)" in lines[1], out
         assert "cfgc" in lines[2] and "created (2 paths, 32 regions of 128 sectors)" in lines[2], out
         tables = {n: sh(f"dmsetup table {n}").stdout.split() for n in ("cfga", "cfgb", "cfgc")}
         assert tables["cfgb"][3:6] == ["2", "64", "0"], "upstream format"
         assert tables["cfga"][3:5] == ["3", "1"] and len(tables["cfga"]) == 5 + 6, "RFC format"
         assert "7 2a" in sh("dmsetup status cfga").stdout, "userland words from the mapping file"
         a.placed("cfga", 1, lambda r: 2 if r < 10 else (0 if r >= 599990 else 1), [0, 9, 10, 300_000, 599_995], "a")
-        b.placed("cfgb", 64, lambda r: 1 if r < 32 else 0, [0, 31, 32, 63], "b")
+        b.placed("cfgb", 64, lambda r: 1 if r < 32 else 0, [0, 31, 32, 94], "b")
         c.placed("cfgc", 128, lambda r: r % 2, [0, 1, 30, 31], "c")
 
         # Idempotent: nothing changes, and it says so.
