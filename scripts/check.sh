@@ -36,8 +36,9 @@ if python3 tests/host/ynl_spec.py "$KSRC"; then passed=$((passed + 1)); else fai
 
 out=$(mktemp -d /tmp/dm-switch-check.XXXXXX)
 step "installation: make install/uninstall, the systemd unit, DKMS (staged for the VM in $out/stage)"
-read -r inst_p inst_f < <(scripts/check-install.sh "$kdir" "$out/stage" | tee /dev/stderr |
-                  sed -n 's/^install checks: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p')
+scripts/check-install.sh "$kdir" "$out/stage" > "$out/install.log" 2>&1
+cat "$out/install.log"
+read -r inst_p inst_f < <(sed -n 's/^install checks: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$out/install.log")
 passed=$((passed + ${inst_p:-0})); failed=$((failed + ${inst_f:-1}))
 
 step "in-VM suites on the debug kernel (one boot, ~2 min of it booting)"
