@@ -84,7 +84,7 @@ round_robin = true
         tables = {n: sh(f"dmsetup table {n}").stdout.split() for n in ("cfga", "cfgb", "cfgc")}
         assert tables["cfgb"][3:6] == ["2", "64", "0"], "upstream format"
         assert tables["cfga"][3:5] == ["3", "1"] and len(tables["cfga"]) == 5 + 6, "RFC format"
-        assert "7 2a" in sh("dmsetup status cfga").stdout, "userland words from the mapping file"
+        assert "00000007 0000002a" in sh("dmsetup status cfga").stdout, "userland words from the mapping file"
         a.placed("cfga", 1, lambda r: 2 if r < 10 else (0 if r >= 599990 else 1), [0, 9, 10, 300_000, 599_995], "a")
         b.placed("cfgb", 64, lambda r: 1 if r < 32 else 0, [0, 31, 32, 94], "b")
         c.placed("cfgc", 128, lambda r: r % 2, [0, 1, 30, 31], "c")
