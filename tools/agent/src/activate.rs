@@ -366,12 +366,27 @@ pub fn openers(major: u32, minor: u32) -> Vec<String> {
     who
 }
 
+/// How long `deactivate` waits for a device's openers to go before it
+/// refuses: udev's probes open a device for a moment after every change
+/// (`dmsetup remove --retry` waits for the same reason).
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
 /// Removes switch `name` (`deactivate`); returns one line saying what was
-/// done. An open device is refused, naming who holds it, unless `force`.
+/// done. A device still open after [`CLOSE_WAIT`] is refused, naming who
+/// holds it, unless `force`.
 pub fn deactivate(name: &str, force: bool) -> Result<String> {
-    let Some(live) = lifecycle::lookup(name)? else {
-        return Ok(format!("{name}: not active (nothing to do)"));
+    let not_active = || Ok(format!("{name}: not active (nothing to do)"));
+    let Some(mut live) = lifecycle::lookup(name)? else {
+        return not_active();
     };
+    let start = Instant::now();
+    while live.open_count > 0 && !force && start.elapsed() < CLOSE_WAIT {
+        thread::sleep(Duration::from_millis(100));
+        match lifecycle::lookup(name)? {
+            Some(l) => live = l,
+            None => return not_active(),
+        }
+    }
     let d = &live.device;
     let table = device::parse_table(&device::live_targets(d, Query::Table)?)
         .with_context(|| format!("device `{name}` is not a switch device: not removing it"))?;

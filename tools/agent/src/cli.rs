@@ -109,7 +109,8 @@ dm-switch activate sw0 --config /etc/dm-switch/switch.toml"
     /// Remove the switch devices of the configuration.
     #[command(
         long_about = "Remove switch devices named in the configuration (or every one with\n\
---all). A device still open is refused, naming who holds it (stacked\n\
+--all). A device still open after 10 s (udev's probes open a device for a\n\
+moment after each change) is refused, naming who holds it (stacked\n\
 devices, mounts, processes), unless --force: its table is then replaced by\n\
 one that fails all I/O and it is removed when the last opener closes it\n\
 (as `dmsetup remove --force --deferred`). A device that is not active is\n\
