@@ -208,12 +208,13 @@ FIO_VERIFY = ["--direct=1", "--ioengine=libaio", "--iodepth=8", "--rw=randwrite"
               "--verify_fatal=1", "--do_verify=1", "--randrepeat=1", "--output-format=json"]
 
 
-def fio_jobs(path, sizes_mb, gap_mb):
-    """Three jobs on disjoint ranges, with block sizes 4k, 16k and 64k: with a
-    6 KiB region every one of them straddles region boundaries."""
+def fio_jobs(path, sizes_kib, gap_mb):
+    """Three jobs on disjoint ranges `gap_mb` MiB apart, writing `sizes_kib`
+    KiB each, with block sizes 4k, 16k and 64k: with a 6 KiB region every
+    one of them straddles region boundaries."""
     args = [f"--filename={path}"]
-    for i, (bs, mb) in enumerate(zip(("4k", "16k", "64k"), sizes_mb)):
-        args += [f"--name=j{bs}", f"--bs={bs}", f"--offset={i * gap_mb}M", f"--size={mb}M"]
+    for i, (bs, kib) in enumerate(zip(("4k", "16k", "64k"), sizes_kib)):
+        args += [f"--name=j{bs}", f"--bs={bs}", f"--offset={i * gap_mb}M", f"--size={kib}k"]
     return args
 
 

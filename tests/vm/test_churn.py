@@ -138,7 +138,7 @@ def test_churn_under_load_keeps_data_intact(env, region):
     length = regions * region
     table = f"0 {length} switch 3 {region} " + " ".join(f"{d.path} 0" for d in lins)
     sw = env.dm("relchsw", table)
-    jobs = fio_jobs(sw.path, job_mb, size_mb // 3)
+    jobs = fio_jobs(sw.path, [mb * 1024 for mb in job_mb], size_mb // 3)
     stats, problems = Counter(), []
     stop = threading.Event()
     th = threading.Thread(target=churn, args=(stop, sw.name, sw.major, sw.minor, regions, 3, stats, problems, 8),

@@ -206,7 +206,7 @@ def test_reload_with_new_length_keeps_mapping_under_io(env, client):
             assert client.send(m).status == 0
         sw.placed(vals, [900, 8191, 8192, 19999], f"g0{fmt}")
         fio_out = []
-        fio = threading.Thread(target=lambda: fio_out.extend(fio_verify_pass(fio_jobs(dev.path, [1, 1, 1], 1), 600)))
+        fio = threading.Thread(target=lambda: fio_out.extend(fio_verify_pass(fio_jobs(dev.path, [1024, 1024, 1024], 1), 600)))
         fio.start()
         sw.length = small * region
         dev.reload(sw.table())

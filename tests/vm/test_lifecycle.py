@@ -129,8 +129,10 @@ def test_lifecycle_reload_suspend_under_verified_io(env):
 
     def fio_loop():
         # Passes until the deadline: the swaps below go on until the pass
-        # under way ends, so no pass runs without them (one pass in CI).
-        jobs = fio_jobs(sw.path, bounded([1, 1, 1], [4, 4, 8]), 16)
+        # under way ends, so no pass runs without them (one pass in CI). A
+        # pass is slow under the swaps (each suspend drains fio's I/O): 3 MiB
+        # took 500-790 s, so make check writes 1 MiB.
+        jobs = fio_jobs(sw.path, bounded([256, 256, 512], [4096, 4096, 8192]), 16)
         while not stop.is_set():
             try:
                 fio_runs.extend(fio_summary(j) for j in fio_verify_pass(jobs, 900))
