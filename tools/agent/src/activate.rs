@@ -472,23 +472,23 @@ mod tests {
 
     #[test]
     fn table_refusals_name_the_path() {
-        let s = spec(TWO);
-        let err = |probes: &[PathProbe]| format!("{:#}", desired_table(&s, probes).unwrap_err());
+        let err = |text: &str, probes: &[PathProbe]| {
+            format!("{:#}", desired_table(&spec(text), probes).unwrap_err())
+        };
         let ok = probe(8, 10_000, 512, &[]);
-        let e = err(&[ok.clone(), probe(9, 10_000, 512, &["other"])]);
+        let e = err(TWO, &[ok.clone(), probe(9, 10_000, 512, &["other"])]);
         assert!(
             e.contains("/dev/b (line 4) is already held by device `other`"),
             "{e}"
         );
-        let e = err(&[ok.clone(), probe(9, 2048, 512, &[])]);
+        let e = err(TWO, &[ok.clone(), probe(9, 2048, 512, &[])]);
         assert!(
             e.contains("offset 2048 is past its end (2048 sectors)"),
             "{e}"
         );
-        let unaligned = spec(&TWO.replace("2048", "2047"));
-        let e = format!(
-            "{:#}",
-            desired_table(&unaligned, &[ok.clone(), probe(9, 10_000, 4096, &[])]).unwrap_err()
+        let e = err(
+            &TWO.replace("2048", "2047"),
+            &[ok.clone(), probe(9, 10_000, 4096, &[])],
         );
         assert!(
             e.contains(
@@ -496,19 +496,17 @@ mod tests {
             ),
             "{e}"
         );
-        let odd = spec(&TWO.replace("128", "7"));
-        let e = format!(
-            "{:#}",
-            desired_table(&odd, &[probe(8, 10_000, 4096, &[]), ok.clone()]).unwrap_err()
+        let e = err(
+            &TWO.replace("128", "7"),
+            &[probe(8, 10_000, 4096, &[]), ok.clone()],
         );
         assert!(
             e.contains("/dev/a (line 4) has 4096-byte logical blocks: region_size 7"),
             "{e}"
         );
-        let long = spec(&TWO.replace("round_robin", "sectors = 9000\nround_robin"));
-        let e = format!(
-            "{:#}",
-            desired_table(&long, &[ok.clone(), ok.clone()]).unwrap_err()
+        let e = err(
+            &TWO.replace("round_robin", "sectors = 9000\nround_robin"),
+            &[ok.clone(), ok],
         );
         assert!(
             e.contains("wants 9000 sectors but its shortest path has room for 7952"),
