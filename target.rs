@@ -318,7 +318,8 @@ impl dm::Target for Switch {
             membership,
             paths,
             begin: info.begin,
-            region: RegionSize::new(line.region_sectors),
+            // DM core maps only offsets below len.
+            region: RegionSize::new(line.region_sectors, info.len.saturating_sub(1)),
             format: line.format,
             counters,
         })

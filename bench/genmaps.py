@@ -21,6 +21,8 @@ MAPS = [
     ("r18p16", 18, 16, "explicit", 4096),   # upload: message path vs agent, 2^18
     ("r20p16", 20, 16, "compact", 16384),   # S3 I/O table; upload 2^20
     ("r24p16", 24, 16, None, 0),            # upload 2^24 (agent only)
+    ("r20p5", 20, 5, "compact", 16384),     # S4 I/O table (3-bit entries, 21 per word)
+    ("r20p17", 20, 17, "compact", 16384),   # S5 I/O table (5-bit entries, 12 per word)
 ]
 SEED = 0x5157_1C4
 
@@ -28,10 +30,12 @@ SEED = 0x5157_1C4
 def paths_for(log2_regions, paths):
     rng = random.Random(SEED + log2_regions * 1000 + paths)
     n = 1 << log2_regions
-    # getrandbits is fast; paths is a power of two here.
-    assert paths & (paths - 1) == 0
-    bits = paths.bit_length() - 1
-    return bytes(rng.getrandbits(bits) for _ in range(n)) if bits else bytes(n)
+    assert 1 <= paths <= 256
+    if paths & (paths - 1) == 0:
+        # getrandbits is fast (and keeps the tables of earlier runs).
+        bits = paths.bit_length() - 1
+        return bytes(rng.getrandbits(bits) for _ in range(n)) if bits else bytes(n)
+    return bytes(rng.randrange(paths) for _ in range(n))
 
 
 def write_atomic(path, chunks):

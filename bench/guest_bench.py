@@ -26,7 +26,7 @@ import sys
 import time
 
 NULLB_CFG = "/sys/kernel/config/nullb"
-NPATHS = 16                 # null_blk devices created (paths are picked from them)
+NPATHS = 17                 # null_blk devices created (paths are picked from them)
 NULLB_MB = 262144           # 256 GiB each, no memory backing: the memory test needs 2^29 sectors
 IO_LEN = 1 << 23            # sectors (4 GiB) of every I/O-test device
 SCENARIOS = {
@@ -34,6 +34,8 @@ SCENARIOS = {
     "S1": (3, 128, "round-robin"),       # 3 paths, 64 KiB regions
     "S2": (16, 120, "round-robin"),      # 16 paths, non-power-of-two regions (60 KiB)
     "S3": (16, 8, "random r20p16"),      # 2^20 regions of 4 KiB, random mapping
+    "S4": (5, 8, "random r20p5"),        # as S3 over 5 paths: 3-bit entries, 21 per word
+    "S5": (17, 8, "random r20p17"),      # as S3 over 17 paths: 5-bit entries, 12 per word
 }
 WORKLOADS = [("randread", 1), ("randread", 32), ("randwrite", 1), ("randwrite", 32)]
 # Every stored width (1..16 bits), both ends of some widths, and the most paths.
@@ -177,6 +179,11 @@ def dm_remove(name):
     raise RuntimeError(f"dmsetup remove {name}: {p.stderr.strip()}")
 
 
+def random_map(mapping):
+    """The mapping file name of a `random NAME` scenario mapping (None for round-robin)."""
+    return mapping.split()[1] if mapping.startswith("random") else None
+
+
 def switch_table(paths, region, length, fmt="upstream"):
     pairs = " ".join(f"{p} 0" for p in paths)
     if fmt == "upstream":
@@ -189,6 +196,10 @@ def switch_table(paths, region, length, fmt="upstream"):
 class Bench:
     def __init__(self, a):
         self.a = a
+        unknown = set(a.scenarios) - set(SCENARIOS)
+        if unknown:
+            raise SystemExit(f"unknown scenario(s) {','.join(sorted(unknown))}; known: {','.join(SCENARIOS)}")
+        self.scenarios = a.scenarios
         self.ncpu = os.cpu_count()
         self.mods = Modules(a.ours_ko, a.upstream_ko)
         self.out_file = os.path.join(a.out, f"raw-{a.mode}.json")
@@ -201,7 +212,8 @@ class Bench:
                 "mem_total_kb": int(read("/proc/meminfo").split()[1]),
                 "params": vars(a), "fio": run("fio", "--version").strip(),
                 "scenarios": {k: {"paths": v[0], "region_sectors": v[1], "mapping": v[2],
-                                  "len_sectors": IO_LEN} for k, v in SCENARIOS.items()},
+                                  "len_sectors": IO_LEN} for k, v in SCENARIOS.items()
+                              if k in self.scenarios},
             },
             "io": [], "upload": [], "memory": [], "checks": [], "timing": {}, "profiles": {},
         }
@@ -218,7 +230,11 @@ class Bench:
         """Copies the host-made mapping files to tmpfs, so file reads over 9p
         stay out of every timing."""
         os.makedirs("/tmp/bench-maps", exist_ok=True)
-        names = ["r18p16.map", "r18p16.msg", "r20p16.map", "r20p16.msg", "r20p16.probe"]
+        names = ["r18p16.map", "r18p16.msg"]
+        for sc in self.scenarios:
+            m = random_map(SCENARIOS[sc][2])
+            if m:
+                names += [f"{m}.map", f"{m}.msg", f"{m}.probe"]
         if 24 in self.a.upload_sizes:
             names.append("r24p16.map")
         for name in names:
@@ -266,16 +282,18 @@ class Bench:
     def create_io_devices(self, module, paths):
         self.mods.assert_loaded(module)
         devs = {}
-        for sc, (n, region, mapping) in SCENARIOS.items():
+        for sc in self.scenarios:
+            n, region, mapping = SCENARIOS[sc]
             name = f"b{sc.lower()}"
             devs[sc] = dm_create(name, switch_table(paths[:n], region, IO_LEN))
-            if mapping.startswith("random"):
+            m = random_map(mapping)
+            if m:
                 t = time.monotonic()
                 if module == "ours":
-                    run(self.a.agent, "upload", name, "--file", self.maps["r20p16.map"], "--quiet")
+                    run(self.a.agent, "upload", name, "--file", self.maps[f"{m}.map"], "--quiet")
                     how = "agent"
                 else:
-                    self.messages(name, self.maps["r20p16.msg"])
+                    self.messages(name, self.maps[f"{m}.msg"])
                     how = "set_region_mappings (16384 tokens/message)"
                 self.res["checks"].append({"check": f"{module} {sc}: random mapping loaded via {how}",
                                            "seconds": time.monotonic() - t, "ok": True})
@@ -289,7 +307,7 @@ class Bench:
             expect = {r: r % len(paths) for r in regions}
         else:
             expect = {}
-            for line in read(self.maps["r20p16.probe"]).split("\n"):
+            for line in read(self.maps[f"{random_map(mapping)}.probe"]).split("\n"):
                 if line.strip():
                     r, p = line.split()
                     expect[int(r)] = int(p)
@@ -323,7 +341,7 @@ class Bench:
     # ---- I/O rounds
     def io_rounds(self, module, phase, devs, raw, linear, rounds):
         targets = [("raw", None, raw), ("linear", None, linear)] + \
-                  [(module, sc, devs[sc]) for sc in SCENARIOS]
+                  [(module, sc, devs[sc]) for sc in self.scenarios]
         for rnd in range(rounds):
             self.mods.assert_loaded(module)
             configs = [((tgt, sc, rw, qd), dev, rw, qd)
@@ -345,7 +363,7 @@ class Bench:
             return
         write("/proc/sys/kernel/kptr_restrict", 0)
         write("/proc/sys/kernel/perf_event_paranoid", -1)
-        todo = [(module, sc, devs[sc]) for sc in ("S1", "S3")]
+        todo = [(module, sc, devs[sc]) for sc in ("S1", "S3") if sc in self.scenarios]
         if module == "upstream":
             todo.insert(0, ("linear", None, linear))
         for tgt, sc, dev in todo:
@@ -571,6 +589,8 @@ def main():
     p.add_argument("--mem-log2", type=int, default=26)
     p.add_argument("--mem-reps", type=int, default=2)
     p.add_argument("--profile", action="store_true", help="perf profiles of randread QD1 (first phases)")
+    p.add_argument("--scenarios", type=lambda v: v.split(","), default=list(SCENARIOS),
+                   help=f"comma-separated I/O scenarios (default: all of {','.join(SCENARIOS)})")
     p.add_argument("--skip-io", action="store_true")
     p.add_argument("--skip-upload", action="store_true")
     p.add_argument("--skip-memory", action="store_true")

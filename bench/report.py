@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Turns bench/raw-MODE.json.gz (what the guest measured) into bench/results.json,
-bench/results.md and bench/iops.png. Usage: report.py BENCH_DIR"""
+bench/results.md, bench/iops.png and bench/bits.png. Usage: report.py BENCH_DIR"""
 import gzip
 import json
 import math
@@ -8,11 +8,16 @@ import os
 import statistics
 import sys
 
-TARGETS = {"iops_vs_upstream_min": 0.995, "iops_vs_linear_min": 0.99,
+TARGETS = {"iops_vs_upstream_min": 0.998, "iops_vs_upstream_min_odd_width": 0.997,
+           "linear_rule_failures": 0,
            "upload_speedup_vs_message": 20.0, "table_bytes_over_minimum_pct": 1.0,
            "table_bytes_vs_upstream_max": 1.02}
 # Ratios where lower is better.
-AT_MOST = ("table_bytes_over_minimum_pct", "table_bytes_vs_upstream_max")
+AT_MOST = ("table_bytes_over_minimum_pct", "table_bytes_vs_upstream_max", "linear_rule_failures")
+# The dm-linear rule of a cell: ours/dm-linear >= LINEAR_MIN, or within
+# LINEAR_SLACK of upstream/dm-linear in the same cell (background work in the
+# guest slows every target alike).
+LINEAR_MIN, LINEAR_SLACK = 0.99, 0.002
 CHUNK_ENTRIES = 8192          # regions per chunk of our page table (ptbl.rs)
 HEADER_ALLOWANCE = 64         # bytes per chunk allowed as a fixed header (see results.md)
 MEM_JUDGED = [2, 3, 16, 255]  # device counts the memory target is judged on
@@ -55,13 +60,15 @@ def io_ratios(raw, summary):
     rows = []
     scenarios = sorted(raw["meta"]["scenarios"])
     for sc in scenarios:
+        bits = bits_for(raw["meta"]["scenarios"][sc]["paths"])
         for rw, qd in WL_ORDER:
             wl = summary.get(f"{rw}-qd{qd}", {})
             g = lambda k: (wl.get(k) or {}).get("iops")
             ours, up, lin, raw_ = g(f"ours/{sc}"), g(f"upstream/{sc}"), g("linear"), g("raw")
             if not (ours and up and lin):
                 continue
-            row = {"scenario": sc, "rw": rw, "qd": qd,
+            row = {"scenario": sc, "rw": rw, "qd": qd, "stored_bits": bits,
+                   "odd_width": bits & (bits - 1) != 0,
                    "ours_vs_upstream": ours["median"] / up["median"],
                    "ours_vs_linear": ours["median"] / lin["median"],
                    "upstream_vs_linear": up["median"] / lin["median"],
@@ -91,6 +98,8 @@ def io_ratios(raw, summary):
                                       "raw": per(raw_) if raw_ else None}
                 row["insn_over_linear"] = {"ours": per(ours) - per(lin), "upstream": per(up) - per(lin)}
                 row["insn_ours_minus_upstream"] = per(ours) - per(up)
+            row["linear_rule_met"] = (row["ours_vs_linear"] >= LINEAR_MIN or
+                                      row["ours_vs_linear"] >= row["upstream_vs_linear"] - LINEAR_SLACK)
             rows.append(row)
     return rows
 
@@ -165,13 +174,19 @@ def mode_results(raw):
 def headline(m):
     r = {}
     rows = m["io_ratios"]
+    cell = lambda x: f"{x['scenario']} {x['rw']} qd{x['qd']}"
+    for key, sel in (("iops_vs_upstream_min", [x for x in rows if not x["odd_width"]]),
+                     ("iops_vs_upstream_min_odd_width", [x for x in rows if x["odd_width"]])):
+        if sel:
+            worst = min(sel, key=lambda x: x["ours_vs_upstream"])
+            r[key] = worst["ours_vs_upstream"]
+            r[key.replace("_min", "_worst_case")] = cell(worst)
     if rows:
-        r["iops_vs_upstream_min"] = min(x["ours_vs_upstream"] for x in rows)
-        r["iops_vs_linear_min"] = min(x["ours_vs_linear"] for x in rows)
-        worst = min(rows, key=lambda x: x["ours_vs_upstream"])
-        r["iops_vs_upstream_worst_case"] = f"{worst['scenario']} {worst['rw']} qd{worst['qd']}"
         worst = min(rows, key=lambda x: x["ours_vs_linear"])
-        r["iops_vs_linear_worst_case"] = f"{worst['scenario']} {worst['rw']} qd{worst['qd']}"
+        r["iops_vs_linear_min"] = worst["ours_vs_linear"]
+        r["iops_vs_linear_worst_case"] = cell(worst)
+        r["linear_rule_failures"] = sum(not x["linear_rule_met"] for x in rows)
+        r["linear_rule_failed_cells"] = [cell(x) for x in rows if not x["linear_rule_met"]]
     agents = [e for e in m["upload"] if e["method"] == "agent-netlink" and e["log2_regions"] >= 20
               and "speedup_vs_upstream_message" in e]
     if agents:
@@ -217,7 +232,8 @@ def md(results, meta):
              "instructions executed, so IOPS ratios are path-length ratios, repeatable to ~0.2%; the targets are "
              "judged here); **plain** = TCG with all vCPUs (absolute figures, noisy: ±30% between runs is normal).\n")
     L.append("Files: [results.json](results.json) (everything below, plus all raw samples in "
-             "`raw-icount.json.gz` and `raw-plain.json.gz`, gzip-compressed), [iops.png](iops.png).\n")
+             "`raw-icount.json.gz` and `raw-plain.json.gz`, gzip-compressed), [iops.png](iops.png), "
+             "[bits.png](bits.png).\n")
     L.append("![IOPS relative to dm-linear](iops.png)\n")
 
     # targets
@@ -231,6 +247,10 @@ def md(results, meta):
             ok = v is not None and v <= t
             tt = f"≤ {t:g}%"
             fv = lambda x: "–" if x is None else f"{x:.2f}%"
+        elif k == "linear_rule_failures":
+            ok = v is not None and v <= t
+            tt = f"{t} cells"
+            fv = lambda x: "–" if x is None else f"{x} cells"
         elif k in AT_MOST:
             ok = v is not None and v <= t
             tt = f"≤ {t:g}×"
@@ -256,7 +276,7 @@ def md(results, meta):
         L.append(f"## I/O path, {mode} mode ({meta_m['vcpus']} vCPU, fio io_uring direct 4 KiB, "
                  f"{meta_m['vcpus']} job(s), {p['runtime']} s runs after {p['ramp']} s ramp, "
                  f"{p['phases']} phase pair(s) × {p['rounds']} round(s))\n")
-        hdr = "| scenario | workload | ours/upstream | ours/linear | upstream/linear | ours/upstream, phase-normalised | ours IOPS | upstream IOPS | dm-linear IOPS | raw null_blk IOPS | CPU µs/IO ours / upstream / linear |"
+        hdr = "| scenario (stored bits) | workload | ours/upstream | ours/linear | upstream/linear | ours/upstream, phase-normalised | ours IOPS | upstream IOPS | dm-linear IOPS | raw null_blk IOPS | CPU µs/IO ours / upstream / linear |"
         sep = "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
         if mode == "icount":
             hdr += " insn/IO over linear: ours / upstream |"
@@ -266,8 +286,9 @@ def md(results, meta):
         for r in rows:
             cpu = r["cpu_us_per_io"]
             c = lambda k: f"{cpu[k]['median']:.2f}" if cpu.get(k) else "–"
-            line = (f"| {r['scenario']} | {r['rw']} QD{r['qd']} | {r['ours_vs_upstream']:.4f} | "
-                    f"{r['ours_vs_linear']:.4f} | {r['upstream_vs_linear']:.4f} | "
+            line = (f"| {r['scenario']} ({r['stored_bits']}) | {r['rw']} QD{r['qd']} | {r['ours_vs_upstream']:.4f} | "
+                    f"{r['ours_vs_linear']:.4f}{'' if r['linear_rule_met'] else ' **(rule failed)**'} | "
+                    f"{r['upstream_vs_linear']:.4f} | "
                     f"{r.get('ours_vs_upstream_phase_normalised', float('nan')):.4f} | {fmt_iops(r['iops']['ours'])} | "
                     f"{fmt_iops(r['iops']['upstream'])} | {fmt_iops(r['iops']['linear'])} | "
                     f"{fmt_iops(r['iops']['raw'])} | {c('ours')} / {c('upstream')} / {c('linear')} |")
@@ -276,6 +297,10 @@ def md(results, meta):
                 line += f" {o['ours']:+.0f} / {o['upstream']:+.0f} |"
             L.append(line)
         L.append("")
+        L.append(f"Targets per cell: ours/upstream ≥ {TARGETS['iops_vs_upstream_min']} where the stored entry "
+                 f"width is a power of two, ≥ {TARGETS['iops_vs_upstream_min_odd_width']} where it is not (a "
+                 "reciprocal multiply costs a few instructions where upstream's `div` counts as one); the "
+                 f"dm-linear rule: ours/linear ≥ {LINEAR_MIN}, or within {LINEAR_SLACK} of upstream/linear.\n")
         L.append("IOPS: median ± half the min–max spread over all repetitions. CPU µs/IO: fio usr+sys time "
                  "per I/O." + (" insn/IO: guest instructions per I/O (1e9 × vCPUs / IOPS under icount) minus "
                                "dm-linear's." if mode == "icount" else "") + "\n")
@@ -332,6 +357,9 @@ def md(results, meta):
                       f"{o['layout']} | " if o else "– | – | – | – | – | ")
             L[-1] += (f"{u['layout']} |" if u else "– |")
     L.append("")
+
+    if any(results["modes"][m]["memory"] for m in results["modes"]):
+        L.append("![Page-table bits per region against the number of paths](bits.png)\n")
 
     # profiles
     for mode in ("icount", "plain"):
@@ -427,9 +455,42 @@ def plot(results, path):
         ax.legend(fontsize=8, loc="lower left", ncol=3)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("dm-switch: 4 KiB random I/O through each target, relative to dm-linear "
-                 "(S1: 3 paths/64 KiB regions, S2: 16 paths/120-sector regions, S3: 2^20 random regions)",
-                 fontsize=10)
+                 "(S1: 3 paths/64 KiB regions, S2: 16 paths/120-sector regions, S3/S4/S5: 2^20 random "
+                 "regions over 16/5/17 paths)", fontsize=10)
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_bits(results, path):
+    """Bits per region of an installed table against the path count: ours,
+    upstream (both measured) and the minimum ceil(log2 N)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    mem = next((results["modes"][m]["memory"] for m in ("plain", "icount")
+                if m in results["modes"] and results["modes"][m]["memory"]), None)
+    if not mem:
+        return
+    fig, ax = plt.subplots(figsize=(9, 4.5), constrained_layout=True)
+    for module, style, name in (("upstream", "s-", "upstream C switch (measured)"),
+                                ("ours", "o-", "ours (Rust, measured)")):
+        es = sorted((e for e in mem if e["module"] == module), key=lambda e: e["devices"])
+        ax.plot([e["devices"] for e in es], [8 * e["bytes_per_region"] for e in es], style,
+                label=name, ms=4)
+    ns = sorted({e["devices"] for e in mem})
+    full = [n for n in range(2, max(ns) + 1)] if max(ns) <= 70000 else ns
+    ax.step(full, [bits_for(n) for n in full], where="post", color="black", lw=0.8,
+            label="minimum: ceil(log2 N) bits")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("paths N")
+    ax.set_ylabel("bits per region")
+    worst = results["ratios"].get("table_bytes_vs_upstream_max")
+    ax.set_title("Page-table memory per region, 2^25 regions"
+                 + (f" (worst ours/upstream {worst:.4f}×)" if worst else ""), fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main():
@@ -481,8 +542,9 @@ def main():
         text += "\n" + open(extra).read()
     with open(os.path.join(bench, "results.md"), "w") as f:
         f.write(text)
-    if results["modes"]:
+    if any(m["io_ratios"] for m in results["modes"].values()):
         plot(results, os.path.join(bench, "iops.png"))
+    plot_bits(results, os.path.join(bench, "bits.png"))
     print(json.dumps({k: v for k, v in results["ratios"].items()}, indent=1))
 
 

@@ -8,20 +8,24 @@
 # Writes bench/raw-MODE.json.gz (what the guest measured), bench/run-meta.json,
 # bench/results.json, bench/results.md and bench/iops.png.
 #
-# Usage: scripts/bench.sh [--modes "plain icount"] [--parallel] [--quick] [--report-only]
+# Usage: scripts/bench.sh [--modes "plain icount"] [--parallel] [--quick [--scenarios S3]] [--report-only]
 #   --parallel     boot the modes side by side (faster; plain mode gets noisier)
-#   --quick        short runs (smoke test of the whole pipeline; not for results)
-#   --report-only  rebuild results.* and iops.png from the existing raw files
+#   --quick        to iterate on the hot path (about 10 minutes): icount only,
+#                  I/O of one scenario (--scenarios, default S3), 3 rounds;
+#                  prints the per-bio ratios and writes nothing under bench/
+#   --scenarios L  comma-separated I/O scenarios (S1..S5, see bench/README.md)
+#   --report-only  rebuild results.* and the plots from the existing raw files
 # Environment: BENCH_PLAIN_ARGS / BENCH_ICOUNT_ARGS replace the guest
 # parameters of a mode (see bench/guest_bench.py --help).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-modes="plain icount" quick=0 report_only=0 parallel=0
+modes="plain icount" quick=0 report_only=0 parallel=0 scenarios=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --modes) modes=$2; shift ;;
     --quick) quick=1 ;;
+    --scenarios) scenarios=$2; shift ;;
     --parallel) parallel=1 ;;
     --report-only) report_only=1 ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
@@ -30,6 +34,13 @@ while [ $# -gt 0 ]; do
 done
 
 bench=$REPO_ROOT/bench
+results=$bench                   # where raw files, results.* and plots go
+if [ "$quick" = 1 ]; then
+  modes=icount
+  scenarios=${scenarios:-S3}
+  results=$CACHE_DIR/bench/quick
+  rm -rf "$results"; mkdir -p "$results"
+fi
 PY=/usr/bin/python3          # Debian's python: matplotlib comes from apt
 say() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf 'bench.sh: %s\n' "$*" >&2; exit 1; }
@@ -79,11 +90,11 @@ mode_args() {
     *) die "unknown mode $1" ;;
   esac
 }
-quick_args="--runtime 0.5 --ramp 0.1 --phases 1 --rounds 1 --upload-reps 1 --mem-reps 1 --mem-log2 22"
+quick_args="--runtime 1 --ramp 0.25 --phases 1 --rounds 3 --skip-upload --skip-memory"
 
 git_rev=$(git -C "$REPO_ROOT" rev-parse --short HEAD)
 git_dirty=$(git -C "$REPO_ROOT" status --porcelain -- dm_switch.rs target.rs kapi control pure Kbuild include | wc -l)
-meta=$bench/run-meta.json
+meta=$results/run-meta.json
 "$PY" - "$meta" "$kdir" "$git_rev" "$git_dirty" "$src_hash" <<'EOF'
 import json, os, platform, subprocess, sys, time
 path, kdir, rev, dirty, src = sys.argv[1:]
@@ -111,6 +122,7 @@ run_mode() {
   # shellcheck disable=SC2207
   args=($(mode_args "$mode"))
   [ "$quick" = 1 ] && args=($quick_args)
+  [ -n "$scenarios" ] && args+=(--scenarios "$scenarios")
   say "mode $mode: booting the perf kernel (guest args: ${args[*]}); log in $out/guest.log"
   start=$(date +%s)
   set +e
@@ -142,7 +154,7 @@ for mode in $modes; do
     tail -20 "$out/guest.log" >&2
     die "mode $mode produced no results (see $out/guest.log)"
   fi
-  gzip -9n <"$out/raw-$mode.json" >"$bench/raw-$mode.json.gz"
+  gzip -9n <"$out/raw-$mode.json" >"$results/raw-$mode.json.gz"
   "$PY" - "$meta" "$mode" "$wall" "$rc" "$args" <<'EOF'
 import json, sys
 path, mode, wall, rc, args = sys.argv[1:]
@@ -158,6 +170,16 @@ EOF
 done
 
 # ---- 3. results
-"$PY" "$bench/report.py" "$bench"
+"$PY" "$bench/report.py" "$results"
 [ "$failed" = 0 ] || die "a mode failed: the results above are partial"
-say "results: bench/results.md, bench/results.json, bench/iops.png"
+if [ "$quick" = 1 ]; then
+  "$PY" - "$results/results.json" <<'EOF'
+import json, sys
+for r in json.load(open(sys.argv[1]))["modes"]["icount"]["io_ratios"]:
+    print(f"{r['scenario']} {r['rw']:9} qd{r['qd']:<2}  ours/upstream {r['ours_vs_upstream']:.4f}  "
+          f"ours/linear {r['ours_vs_linear']:.4f}  insn/IO ours-upstream {r['insn_ours_minus_upstream']:+.1f}")
+EOF
+  say "quick results (not committed): $results"
+else
+  say "results: bench/results.md, bench/results.json, bench/iops.png, bench/bits.png"
+fi
