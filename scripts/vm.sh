@@ -54,7 +54,10 @@ timeout --foreground "$timeout_s" vng "${args[@]}" \
 rc=${PIPESTATUS[0]}
 set -e
 if [ $rc = 124 ]; then
-  echo "vm.sh: the VM did not finish within ${timeout_s}s" >&2
+  echo "vm.sh: the VM did not finish within ${timeout_s}s; the end of its kernel log ($out/kmsg-live.txt):" >&2
+  # Hung-task and stall reports name the stuck code; the last lines say where the run was.
+  grep -E -A12 "blocked for more than|detected stall|BUG:|WARNING:" "$out/kmsg-live.txt" 2>/dev/null | head -60 >&2
+  tail -n 20 "$out/kmsg-live.txt" 2>/dev/null >&2
 fi
 if [ ! -f "$out/guest-finished" ]; then
   echo "vm.sh: the guest did not reach its log scan (boot failure or crash); exit $rc" >&2
