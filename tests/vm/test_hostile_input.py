@@ -28,11 +28,11 @@ def test_netlink_fuzz_against_model_under_io(env):
     and data placement is compared with it during and after the run."""
     # Four senders: an accepted upload waits for an RCU grace period (about
     # 10 ms under TCG), and the waits of concurrent senders overlap. The run
-    # is a number of messages, not a time: 8,000 (about 230 messages/s in
+    # is a number of messages, not a time: 4,000 (about 230 messages/s in
     # all on an idle machine, 73/s seen on a busy one); the soak run sends
     # 400,000. The time limit only catches a sender that stops progressing.
     nworkers = 4
-    target = bounded(8_000, 400_000)
+    target = bounded(4_000, 400_000)
     seconds = bounded(1200, 7200)
     regions, region = 20000, 8
     u = Uploader()
@@ -51,7 +51,7 @@ def test_netlink_fuzz_against_model_under_io(env):
     for i, sw in enumerate(sws):
         cfg = {"seed": FUZZ_SEED + i, "family_id": fid, "major": sw.dev.major, "minor": sw.dev.minor, "dev_count": 3,
                "regions": regions, "fmt": sw.fmt, "seconds": seconds, "messages": target // nworkers,
-               "check_every": bounded(1000, 10000), "sample": 8, "check_from": half, "name": sw.dev.name,
+               "check_every": bounded(500, 10000), "sample": 8, "check_from": half, "name": sw.dev.name,
                "path": sw.dev.path, "paths": sw.paths, "starts": sw.starts, "region": region,
                "forbidden": [[o.dev.major, o.dev.minor] for o in sws if o is not sw],
                "other_devts": [[o.major, o.minor] for o in others],
@@ -158,7 +158,7 @@ def test_dm_message_fuzz_against_model(env):
     ctl = dmioctl.Control()
     mdl = model.Device(dev.major, dev.minor, 3, regions)
     rng = random.Random(11)
-    n = bounded(1000, 30000)
+    n = bounded(500, 30000)
     deadline = time.time() + bounded(30, 1800)
     counts, problems = Counter(), []
     done = 0
