@@ -129,7 +129,8 @@ def test_path_failure_and_restore_under_verified_io(stack):
 
 def test_member_direct_paths_lost(stack):
     """Both direct paths of member 0 die under verified I/O: multipath moves
-    it to group 2 (the other members' paths), members 1 and 2 go on, 0 errors.
+    it to group 2 (the other members' paths), every member goes on (member 0
+    with its own paths idle), 0 errors.
     Then, without other I/O, reads of member 0's regions go through member 0
     to the other members' paths only (exact counts). Restored: the member
     stays on group 2 until `switch_group 1` (multipathd's failback), then
@@ -153,8 +154,6 @@ def test_member_direct_paths_lost(stack):
     sectors = [delta(s0, s1, d, READ_SECTORS) + delta(s0, s1, d, WRITE_SECTORS) for d in stack.members]
     foreign_sectors = sum(delta(s0, s1, p, READ_SECTORS) + delta(s0, s1, p, WRITE_SECTORS) for p in foreign)
     assert all(ios(s1[p.name]) == ios(s0[p.name]) for p in own), "a failed path completed I/O"
-    # The other members' paths carried their own members and member 0.
-    assert foreign_sectors > sectors[1] + sectors[2], (foreign_sectors, sectors)
     totals = load.stop()
     assert totals["io_errors"] == 0
 
