@@ -5,7 +5,7 @@
     |     group 1       stk-m0a stk-m0b           (direct paths, round-robin)
     |     group 2       stk-m1a ... stk-m2b       (the other members' paths)
     +-- stk-m1, stk-m2  likewise
-    stk-mKx             dm-linear over the whole store (a "path")
+    stk-mKx             dm-linear over the whole store (a "path"), made with DM ioctls
     store               one memory-backed null_blk: every path sees the same data
 
 A path fails for real: its table is swapped for dm-flakey with no up time
@@ -21,6 +21,7 @@ with udev flags that spare the path a blkid probe (a probe of a failed path
 would be failed I/O in its counters). The devices themselves are created
 with dmsetup, as the RFC's agent did.
 """
+import errno
 import os
 import subprocess
 import threading
@@ -69,43 +70,70 @@ def fio_stack_jobs(path, ranges, io_kib=None):
 
 
 class VerifiedLoad:
-    """fio write+verify passes (crc32c, verify_backlog) one after the other
-    in a thread until stop(): verified I/O for as long as a scenario lasts."""
+    """fio write+verify passes (crc32c, verify_backlog), one after the other,
+    in one thread per job list until stop(): verified I/O for as long as a
+    scenario lasts. One fio process per member's range, so a member that
+    stalls stalls only its own passes."""
 
-    def __init__(self, jobs, timeout=600):
-        self.jobs, self.timeout = jobs, timeout
-        self.reports, self.failure = [], None
+    def __init__(self, job_lists, timeout=600):
+        self.timeout = timeout
+        self.reports, self.failures = [], []
         self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        self.threads = [threading.Thread(target=self._run, args=(jobs,), daemon=True) for jobs in job_lists]
+        for t in self.threads:
+            t.start()
 
-    def _run(self):
+    def _run(self, jobs):
         while not self._stop.is_set():
             try:
-                j = fio_verify_run(self.jobs, ["--verify_backlog=16", "--randrepeat=0"], self.timeout)
+                j = fio_verify_run(jobs, ["--verify_backlog=16", "--randrepeat=0"], self.timeout)
             except (AssertionError, subprocess.TimeoutExpired) as e:
-                self.failure = str(e)
+                self.failures.append(str(e))
                 return
             self.reports.append(fio_summary(j))
 
-    def stop(self):
-        """Lets the pass under way finish; returns the totals. Fails on any
-        fio error (an I/O error or a verify mismatch fails the pass)."""
+    def halt(self):
+        """Lets the passes under way finish; True if every thread ended."""
         self._stop.set()
-        self.thread.join(self.timeout + 60)
-        assert not self.thread.is_alive(), "fio pass stuck"
-        assert self.failure is None, self.failure
+        for t in self.threads:
+            t.join(self.timeout + 60)
+        return not any(t.is_alive() for t in self.threads)
+
+    def stop(self):
+        """halt(), then the totals. Fails on any fio error (an I/O error or
+        a verify mismatch fails the pass)."""
+        assert self.halt(), "fio pass stuck"
+        assert not self.failures, self.failures[0]
         assert self.reports, "no fio pass completed"
         errors, written, read = (sum(x) for x in zip(*self.reports))
         return {"passes": len(self.reports), "io_errors": errors, "bytes_written": written,
                 "bytes_verified": read}
 
 
+class IoctlDm:
+    """A DM device made with direct ioctls: no dmsetup process and no udev
+    wait (the paths: six of them per stack, ~10 s each with dmsetup under a
+    loaded TCG guest)."""
+
+    def __init__(self, ctl, name, table):
+        start, length, kind, params = table.split(" ", 3)
+        self.ctl, self.name = ctl, name
+        ctl.create(name)
+        try:
+            ctl.load(name, int(start), int(length), kind, params)
+            ctl.resume(name)
+        except OSError:
+            ctl.remove(name)
+            raise
+        self.major, self.minor = ctl.devt(name)
+        self.path = f"/dev/dm-{self.minor}"
+
+
 class Stack:
     """The stack above: `members` multipath members of `per_member` direct
     paths each over one store, and the switch over the members."""
 
-    def __init__(self, prefix="stk", members=3, per_member=2, store_mb=64, region=1024, cache_mb=16):
+    def __init__(self, prefix="stk", members=3, per_member=2, store_mb=32, region=512, cache_mb=8):
         self.ctl = dmioctl.Control(cookie=dmioctl.QUIET_UDEV)
         # A write-back cache, so the whole stack advertises one and flushes
         # reach the store (null_blk counts them); discard for the discard test.
@@ -116,17 +144,17 @@ class Stack:
         self.removed = False
         self.mapping = [0] * self.regions
         try:
-            self.paths = [[self._dm(f"{prefix}-m{m}{chr(97 + j)}", self.path_table("linear"))
+            self.paths = [[self._add(IoctlDm(self.ctl, f"{prefix}-m{m}{chr(97 + j)}", self.path_table("linear")))
                            for j in range(per_member)] for m in range(members)]
-            self.members = [self._dm(f"{prefix}-m{m}", self.member_table(m)) for m in range(members)]
-            self.switch = self._dm(f"{prefix}-sw", f"0 {self.sectors} switch {members} {region} " +
-                                   " ".join(f"{d.path} 0" for d in self.members))
+            # The members and the switch with dmsetup, as the RFC's agent did.
+            self.members = [self._add(Dm(f"{prefix}-m{m}", self.member_table(m))) for m in range(members)]
+            self.switch = self._add(Dm(f"{prefix}-sw", f"0 {self.sectors} switch {members} {region} " +
+                                       " ".join(f"{d.path} 0" for d in self.members)))
         except BaseException:
             self.remove()
             raise
 
-    def _dm(self, name, table):
-        d = Dm(name, table)
+    def _add(self, d):
         self.devices.append(d)
         return d
 
@@ -216,8 +244,10 @@ class Stack:
     def switch_group(self, m, group):
         self.ctl.message(self.members[m].name, f"switch_group {group}")
 
-    def load(self, jobs):
-        ld = VerifiedLoad(jobs)
+    def load(self, ranges, io_kib):
+        """Verified I/O (VerifiedLoad) on each byte range (offset, size) of
+        the switch: one fio process per range."""
+        ld = VerifiedLoad([fio_stack_jobs(self.switch.path, [r], io_kib) for r in ranges])
         self.loads.append(ld)
         return ld
 
@@ -227,9 +257,7 @@ class Stack:
         for p in list(self.dead):
             self.restore_path(p)
         for ld in self.loads:
-            ld._stop.set()
-        for ld in self.loads:
-            ld.thread.join(ld.timeout + 60)
+            ld.halt()
         self.loads = []
         for m, mem in enumerate(self.members):
             for dev, state in self.path_states(m).items():
@@ -299,6 +327,15 @@ class Stack:
 
     # ------------------------------------------------------------ teardown
 
+    def remove_device(self, d, tries=100):
+        """Removes one device of the stack (a DM ioctl, retried while udev
+        holds it open for a moment); gone already is fine."""
+        try:
+            self.ctl.remove(d.name, tries)
+        except dmioctl.DmError as e:
+            if e.errno != errno.ENXIO:
+                raise
+
     def remove(self):
         """fail_if_no_path first (nothing may stay queued), paths healthy,
         then every device top-down, then the store."""
@@ -315,10 +352,9 @@ class Stack:
             except OSError:
                 pass
         for ld in self.loads:
-            ld._stop.set()
-            ld.thread.join(ld.timeout + 60)
+            ld.halt()
         for d in reversed(self.devices):
-            d.remove()
+            self.remove_device(d)
         self.store.remove()
         self.ctl.close()
         self.removed = True
