@@ -26,11 +26,6 @@ from stack import Stack, devno, fio_stack_jobs, ios, wait_for
 
 pytestmark = pytest.mark.usefixtures("kernel_log_guard")
 
-# Per fio job and pass: KiB written (then verified) at random places in the
-# member's band. Small: three DM layers under TCG and a debug kernel.
-LOAD_KIB = 512
-
-
 @pytest.fixture(scope="module")
 def built():
     st = Stack()
@@ -58,7 +53,7 @@ def start_load(stack, rng):
     values, ranges = stack.bands(rng)
     stack.upload(values)
     base = stack.member_ios()
-    load = stack.load(ranges, LOAD_KIB)
+    load = stack.load(ranges)
     wait_for(lambda: all(a >= b + 8 for a, b in zip(stack.member_ios(), base)), 180, "I/O on every member")
     return load
 
@@ -114,7 +109,7 @@ def test_path_failure_and_restore_under_verified_io(stack):
             detect = time.monotonic() - t0
             stack.wait_idle([p])
             dead0, sib0 = ios(stack.stat(p)), ios(stack.stat(sib))
-            wait_for(lambda: ios(stack.stat(sib)) >= sib0 + 16, 180, f"{sib.name} to carry member {m}")
+            wait_for(lambda: ios(stack.stat(sib)) >= sib0 + 8, 180, f"{sib.name} to carry member {m}")
             assert ios(stack.stat(p)) == dead0, f"{p.name} still completes I/O after it failed"
             st = stack.mpath(m)
             assert st["pg"] == 1 and st["groups"][0]["paths"][devno(sib)] == "A", st
@@ -219,7 +214,6 @@ def test_whole_array_lost_queue_if_no_path(stack):
     t0 = fail_every_path(stack)
     flush = Fsync(stack)
     wait_for(lambda: all_failed(stack), 120, "every member to fail every path")
-    passes = len(load.reports)
     base = stack.member_ios()
     end = time.monotonic() + hold
     while time.monotonic() < end:  # nothing may move: a negative condition, held for `hold` s
@@ -227,7 +221,6 @@ def test_whole_array_lost_queue_if_no_path(stack):
         assert stack.stat(stack.switch)[IN_FLIGHT] > 0, "no I/O waiting in the switch"
         assert flush.is_alive(), f"fsync returned ({flush.result}) with every path down"
         time.sleep(0.25)
-    assert len(load.reports) == passes, "a fio pass ended with every path down"
     t1 = time.monotonic()
     for p in stack.all_paths:
         stack.restore_path(p)
@@ -238,7 +231,6 @@ def test_whole_array_lost_queue_if_no_path(stack):
     wait_for(lambda: all(a > b for a, b in zip(stack.member_ios(), base)), 120, "I/O on every member again")
     totals = load.stop()
     assert totals["io_errors"] == 0
-    assert totals["passes"] > passes
     record("stack_array_lost_queue", {"outage_seconds": round(outage, 1), "held_seconds": hold,
                                       "fsync_returned_after_restore_seconds": round(resumed, 2),
                                       "fsync_result": flush.result, **totals})
