@@ -17,23 +17,23 @@ store=/dev/demostore
 
 devno() { local n; n=$(basename "$(readlink -f "/dev/mapper/$1")"); cat "/sys/block/$n/dev"; }
 ios() { local n; n=$(basename "$(readlink -f "/dev/mapper/$1")"); awk '{print $1 + $5}' "/sys/block/$n/stat"; }
-# I/Os completed per device over two seconds.
+# I/Os completed per device over the same two seconds, three per line.
 rates() {
-  local d
+  local d i=0
   local -a before=()
   for d in "$@"; do before+=("$(ios "$d")"); done
   sleep 2
-  local i=0
-  for d in "$@"; do printf '%-9s %5d  ' "$d" $(( $(ios "$d") - before[i] )); i=$((i + 1)); done
-  echo
+  for d in "$@"; do
+    printf '%-9s %5d  ' "$d" $(( $(ios "$d") - before[i] )); i=$((i + 1))
+    [ $((i % 3)) = 0 ] && echo
+  done
+  return 0
 }
 members=(demo-m0 demo-m1 demo-m2)
 paths=(demo-m0a demo-m0b demo-m1a demo-m1b demo-m2a demo-m2b)
 show() {
   echo "I/Os completed in 2 s, per member and per path:"
-  rates "${members[@]}"
-  rates "${paths[@]:0:3}"
-  rates "${paths[@]:3:3}"
+  rates "${members[@]}" "${paths[@]}"
 }
 group() { local p out=""; for p in "$@"; do out+=" $(devno "$p") 1"; done; echo "round-robin 0 $# 1$out"; }
 
@@ -68,7 +68,7 @@ say "5. fio: random reads and writes over the whole switch (io_uring, direct), 6
 fio --name=demo --filename=/dev/mapper/demo-sw --direct=1 --ioengine=io_uring --iodepth=8 \
   --rw=randrw --bssplit=4k/50:16k/30:64k/20 --time_based --runtime=60 --output=/tmp/demo-fio.txt &
 fio_pid=$!
-sleep 3
+until [ "$(ios demo-sw)" -gt 100 ]; do sleep 1; done   # fio starts slowly under TCG
 show
 
 say "6. Member 0 loses both direct paths: their tables become failing dm-flakey"
