@@ -3,8 +3,8 @@ need one DM operation per system call: fault injection with fail-nth counts
 the allocations of exactly that call, and message fuzzing runs without
 spawning a dmsetup per message.
 
-Only what the reliability tests use: create, load, resume, suspend, remove,
-target message. Layouts from include/uapi/linux/dm-ioctl.h (version 4).
+Only what the tests use: create, load, resume, suspend, remove, target
+message, status. Layouts from include/uapi/linux/dm-ioctl.h (version 4).
 """
 import errno
 import fcntl
@@ -28,7 +28,21 @@ DM_TARGET_MSG_CMD = 14
 
 DM_SUSPEND_FLAG = 1 << 1
 DM_STATUS_TABLE_FLAG = 1 << 4
+DM_BUFFER_FULL_FLAG = 1 << 8
 DM_DATA_OUT_FLAG = 1 << 16
+
+# libdevmapper's udev flags, sent in the upper 16 bits of event_nr (the
+# "cookie"): the kernel puts it in the uevent as DM_COOKIE and the rules
+# (55-dm.rules, 60-persistent-storage-dm.rules) read the flags from it.
+# QUIET_UDEV: this event comes from the primary source and needs no disk,
+# subsystem or other rules, so udev runs no blkid probe on the device (a
+# probe of a path swapped to a failing table would itself be failed I/O).
+DM_UDEV_DISABLE_SUBSYSTEM_RULES_FLAG = 0x0002
+DM_UDEV_DISABLE_DISK_RULES_FLAG = 0x0004
+DM_UDEV_DISABLE_OTHER_RULES_FLAG = 0x0008
+DM_UDEV_PRIMARY_SOURCE_FLAG = 0x0040
+QUIET_UDEV = (DM_UDEV_DISABLE_SUBSYSTEM_RULES_FLAG | DM_UDEV_DISABLE_DISK_RULES_FLAG |
+              DM_UDEV_DISABLE_OTHER_RULES_FLAG | DM_UDEV_PRIMARY_SOURCE_FLAG) << 16
 
 
 def _iowr(nr):
@@ -42,8 +56,10 @@ class DmError(OSError):
 class Control:
     """An open /dev/mapper/control; every method is one ioctl."""
 
-    def __init__(self, path="/dev/mapper/control"):
+    def __init__(self, path="/dev/mapper/control", cookie=0):
         self.fd = os.open(path, os.O_RDWR)
+        # event_nr of every call: the udev cookie of resume and remove (QUIET_UDEV).
+        self.cookie = cookie
         # Buffers are built once per call; small (< one page) so the kernel's
         # copy of the parameters is a kmalloc, never a vmalloc.
         self.size = 4096
@@ -55,7 +71,7 @@ class Control:
         size = self.size if data_size is None else data_size
         nm = name.encode()
         assert len(nm) < 128
-        return struct.pack("=3IIIIiIII", 4, 0, 0, size, DM_STRUCT_SIZE, target_count, 0, flags, 0, 0) + \
+        return struct.pack("=3IIIIiIII", 4, 0, 0, size, DM_STRUCT_SIZE, target_count, 0, flags, self.cookie, 0) + \
             struct.pack("=Q", 0) + nm.ljust(128, b"\0") + b"\0" * 129 + b"\0" * 7
 
     def call(self, nr, name, flags=0, payload=b"", target_count=0):
@@ -103,6 +119,21 @@ class Control:
         """`dmsetup message NAME SECTOR TEXT`; `text` may be bytes (raw)."""
         raw = text if isinstance(text, bytes) else text.encode()
         self.call(DM_TARGET_MSG_CMD, name, payload=struct.pack("=Q", sector) + raw + b"\0")
+
+    def status(self, name, table=False):
+        """The lines of `dmsetup status NAME` (`dmsetup table NAME` with
+        table=True) as [(start, length, target type, parameters)]."""
+        out = self.call(DM_TABLE_STATUS_CMD, name, flags=DM_STATUS_TABLE_FLAG if table else 0)
+        data_start, count = struct.unpack_from("=2I", out, 16)
+        (flags,) = struct.unpack_from("=I", out, 28)
+        assert not flags & DM_BUFFER_FULL_FLAG, f"status of {name} does not fit {self.size} bytes"
+        lines, off = [], data_start
+        for _ in range(count):
+            start, length, _status, nxt, kind = struct.unpack_from("=QQiI16s", out, off)
+            params = out[off + SPEC_SIZE:].split(b"\0", 1)[0].decode()
+            lines.append((start, length, kind.split(b"\0", 1)[0].decode(), params))
+            off = data_start + nxt
+        return lines
 
     def devt(self, name):
         out = self.call(DM_DEV_STATUS_CMD, name)

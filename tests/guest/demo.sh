@@ -2,7 +2,9 @@
 # The end-to-end demo, inside the VM: three paths, a switch device, a mapping
 # uploaded by the dm-switch agent, data written through the switch and found
 # on the paths the mapping names.
+# With --stack: the RFC's two-tier stack instead (tests/guest/demo-stack.sh).
 set -euo pipefail
+[ "${1:-}" = --stack ] && exec "$(dirname "$0")/demo-stack.sh"
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 agent=$repo/tools/target/release/dm-switch
 say() { printf '\n\033[1m%s\033[0m\n' "$*"; }

@@ -218,16 +218,19 @@ def fio_jobs(path, sizes_kib, gap_mb):
     return args
 
 
+def fio_verify_run(jobs, extra, timeout):
+    """One fio run of FIO_VERIFY + `extra` + `jobs`; returns its JSON report.
+    Raises AssertionError with fio's output if fio fails (I/O or verify error)."""
+    r = subprocess.run(["fio"] + FIO_VERIFY + extra + jobs, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"fio failed ({r.returncode}): {r.stdout[-3000:]}{r.stderr[-3000:]}"
+    return fio_json(r.stdout)
+
+
 def fio_verify_pass(jobs, timeout):
     """fio writes (verifying each block soon after it is written), then a
     second run verifies everything again; returns the two JSON reports.
     Raises AssertionError with fio's output if fio fails (I/O or verify error)."""
-    reports = []
-    for extra in (["--verify_backlog=16"], ["--verify_only"]):
-        r = subprocess.run(["fio"] + FIO_VERIFY + extra + jobs, capture_output=True, text=True, timeout=timeout)
-        assert r.returncode == 0, f"fio failed ({r.returncode}): {r.stdout[-3000:]}{r.stderr[-3000:]}"
-        reports.append(fio_json(r.stdout))
-    return reports
+    return [fio_verify_run(jobs, extra, timeout) for extra in (["--verify_backlog=16"], ["--verify_only"])]
 
 
 def placed_as(sw, dev_model, regions, tag):

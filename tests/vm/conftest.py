@@ -20,6 +20,14 @@ AGENT = REPO / "tools" / "target" / "release" / "dm-switch"
 SYS = Path("/sys/module/dm_switch")
 NULLB = Path("/sys/kernel/config/nullb")
 SECTOR = 512
+# Fields of /sys/block/X/stat (0-based; Documentation/block/stat.rst).
+READS, READ_SECTORS, WRITES, WRITE_SECTORS, IN_FLIGHT = 0, 2, 4, 6, 8
+DISCARDS, DISCARD_SECTORS, FLUSHES = 11, 13, 15
+
+
+def blkstat(name):
+    """The counters of block device `name` (dm-3, nullb0...) as a list of ints."""
+    return [int(x) for x in Path(f"/sys/block/{name}/stat").read_text().split()]
 
 
 def sh(cmd, check=True, **kw):
@@ -85,7 +93,7 @@ class NullBlk:
         self.sectors = size_mb * 2048
 
     def stat(self):
-        return [int(x) for x in Path(f"/sys/block/{self.name}/stat").read_text().split()]
+        return blkstat(self.name)
 
     def remove(self):
         d = NULLB / self.name

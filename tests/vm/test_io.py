@@ -7,17 +7,13 @@ import time
 
 
 from campaign import fio_jobs, fio_verify_pass
-from conftest import SECTOR, Switch, marker, read_at, sh, write_at
+from conftest import DISCARDS, FLUSHES, SECTOR, Switch, blkstat, marker, read_at, sh, write_at
 from dmtest import model, nl, wire
 
 
 def rr_table(length, region, paths, starts=None):
     starts = starts or [0] * len(paths)
     return f"0 {length} switch {len(paths)} {region} 0 " + " ".join(f"{p} {s}" for p, s in zip(paths, starts))
-
-
-FLUSHES = 15  # /sys/block/X/stat field 16 (1-based)
-DISCARDS = 11  # field 12
 
 
 def test_fsync_flushes_every_path(env):
@@ -67,9 +63,9 @@ def check_zeroed_regions(loops, region, fill, first, count):
 
 def test_discard_spanning_six_regions_reaches_each_path(env):
     loops, dev, region, fill = six_region_paths(env)
-    before = [int(open(f"/sys/block/{os.path.basename(l.path)}/stat").read().split()[DISCARDS]) for l in loops]
+    before = [blkstat(os.path.basename(l.path))[DISCARDS] for l in loops]
     sh(f"blkdiscard -o {3 * region * SECTOR} -l {6 * region * SECTOR} {dev.path}")
-    after = [int(open(f"/sys/block/{os.path.basename(l.path)}/stat").read().split()[DISCARDS]) for l in loops]
+    after = [blkstat(os.path.basename(l.path))[DISCARDS] for l in loops]
     assert [a - b for a, b in zip(after, before)] == [2, 2, 2], f"discards per path {before} -> {after}"
     check_zeroed_regions(loops, region, fill, 3, 6)
 
