@@ -318,8 +318,7 @@ impl dm::Target for Switch {
             membership,
             paths,
             begin: info.begin,
-            // DM core maps only offsets below len.
-            region: RegionSize::new(line.region_sectors, info.len.saturating_sub(1)),
+            region: RegionSize::new(line.region_sectors),
             format: line.format,
             counters,
         })

@@ -1,9 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * C glue of the kapi abstractions: the few kernel facilities the Rust code
- * reaches that are static inline functions or macros in C (preemption and
- * per-CPU counters where not inlined in Rust, genetlink replies and
- * policies). Every
+ * reaches that are static inline functions or macros in C (RCU read side,
+ * per-CPU counters, bio remapping, genetlink replies and policies). Every
  * function is a thin forwarder with no knowledge of any target; see
  * kapi/glue.c.
  */
@@ -23,13 +22,12 @@ struct netlink_callback;
 struct attribute;
 
 /*
- * preempt_disable(), preempt_enable() and this_cpu_inc(*@counter), for the
- * configurations where kapi/preempt.rs does not emit them inline (defined
- * only there: not on x86-64 with CONFIG_PREEMPT_DYNAMIC).
+ * RCU-sched read-side critical section: preemption disabled, which
+ * synchronize_rcu() waits for (v5.0 and later). Cheaper than preemptible
+ * RCU's out-of-line rcu_read_unlock() on the I/O path.
  */
-void kapi_preempt_disable(void);
-void kapi_preempt_enable(void);
-void kapi_this_cpu_inc(u64 __percpu *counter);
+void kapi_rcu_read_lock_sched(void);
+void kapi_rcu_read_unlock_sched(void);
 
 /* Per-CPU array of @n u64 counters, zeroed; NULL on allocation failure. */
 u64 __percpu *kapi_percpu_u64_alloc(unsigned int n);
@@ -37,6 +35,14 @@ void kapi_percpu_u64_free(u64 __percpu *counters);
 /* Sum of counter @idx over every possible CPU. */
 u64 kapi_percpu_u64_sum(u64 __percpu *counters, unsigned int idx);
 
+/* bio_set_dev() plus the new start sector. */
+void kapi_bio_remap(struct bio *bio, struct block_device *bdev, sector_t sector);
+/*
+ * The last call of a typical map(): ends the caller's RCU-sched read-side
+ * critical section, this_cpu_inc(*@counter), then kapi_bio_remap().
+ */
+void kapi_rcu_unlock_count_remap(struct bio *bio, struct block_device *bdev,
+				 sector_t sector, u64 __percpu *counter);
 
 /* Size (in sectors) and logical block size (in bytes) of a block device. */
 sector_t kapi_bdev_sectors(struct block_device *bdev);

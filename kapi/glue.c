@@ -13,23 +13,15 @@
 
 #include "kapi_glue.h"
 
-#if !(defined(CONFIG_X86_64) && defined(CONFIG_PREEMPT_DYNAMIC))
-/* kapi/preempt.rs emits these inline on x86-64 with CONFIG_PREEMPT_DYNAMIC. */
-void kapi_preempt_disable(void)
+void kapi_rcu_read_lock_sched(void)
 {
-	preempt_disable();
+	rcu_read_lock_sched();
 }
 
-void kapi_preempt_enable(void)
+void kapi_rcu_read_unlock_sched(void)
 {
-	preempt_enable();
+	rcu_read_unlock_sched();
 }
-
-void kapi_this_cpu_inc(u64 __percpu *counter)
-{
-	this_cpu_inc(*counter);
-}
-#endif
 
 u64 __percpu *kapi_percpu_u64_alloc(unsigned int n)
 {
@@ -49,6 +41,20 @@ u64 kapi_percpu_u64_sum(u64 __percpu *counters, unsigned int idx)
 	for_each_possible_cpu(cpu)
 		sum += per_cpu_ptr(counters, cpu)[idx];
 	return sum;
+}
+
+void kapi_bio_remap(struct bio *bio, struct block_device *bdev, sector_t sector)
+{
+	bio->bi_iter.bi_sector = sector;
+	bio_set_dev(bio, bdev);	/* last: ends in a tail call */
+}
+
+void kapi_rcu_unlock_count_remap(struct bio *bio, struct block_device *bdev,
+				 sector_t sector, u64 __percpu *counter)
+{
+	rcu_read_unlock_sched();
+	this_cpu_inc(*counter);
+	kapi_bio_remap(bio, bdev, sector);
 }
 
 sector_t kapi_bdev_sectors(struct block_device *bdev)

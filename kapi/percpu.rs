@@ -3,7 +3,7 @@
 //! Per-CPU event counters: each CPU increments its own copy (no atomics, no
 //! shared cache line on the I/O path); readers add the copies up.
 
-use crate::kapi::{bindings, preempt};
+use crate::kapi::bindings;
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::prelude::*;
 
@@ -14,13 +14,10 @@ pub(crate) struct Slot<'a> {
 }
 
 impl Slot<'_> {
-    /// Adds one to this CPU's copy (`this_cpu_inc()`): no atomic, no shared
-    /// cache line, safe against preemption and interrupts.
+    /// The per-CPU address of the counter (for `this_cpu_inc()` in C).
     #[inline(always)]
-    pub(crate) fn increment(&self) {
-        // SAFETY: `ptr` is the per-CPU address of counter `I` of a live
-        // `Counters` (borrowed for the slot's lifetime).
-        unsafe { preempt::this_cpu_inc(self.ptr) };
+    pub(crate) fn as_percpu_ptr(&self) -> *mut u64 {
+        self.ptr
     }
 }
 

@@ -2,13 +2,13 @@
 
 //! RCU: a read-side guard and a pointer cell published with release semantics.
 //!
-//! 6.12's `kernel` crate has no RCU abstraction. Readers use RCU-sched
-//! sections (`rcu_read_lock_sched()`: preemption disabled), which
-//! `synchronize_rcu()` waits for since v5.0: one per-CPU increment and
-//! decrement, emitted inline ([`super::preempt`]), where preemptible RCU's
+//! 6.12's `kernel` crate has no RCU abstraction, so the read side goes through
+//! the C glue. Readers use RCU-sched sections (`rcu_read_lock_sched()`:
+//! preemption disabled), which `synchronize_rcu()` waits for since v5.0: one
+//! per-CPU increment and decrement, where preemptible RCU's
 //! `rcu_read_unlock()` is an out-of-line call. Readers never sleep.
 
-use crate::kapi::preempt;
+use crate::kapi::bindings;
 use core::{
     marker::PhantomData,
     ptr,
@@ -26,8 +26,9 @@ impl ReadGuard {
     /// Enters a read-side critical section.
     #[inline(always)]
     pub(crate) fn new() -> Self {
-        // The guard's Drop pairs it.
-        preempt::disable();
+        // SAFETY: rcu_read_lock_sched() has no preconditions; the guard's Drop
+        // (or the C function that consumes the guard) pairs it.
+        unsafe { bindings::kapi_rcu_read_lock_sched() };
         Self(PhantomData)
     }
 }
@@ -35,9 +36,9 @@ impl ReadGuard {
 impl Drop for ReadGuard {
     #[inline(always)]
     fn drop(&mut self) {
-        // SAFETY: paired with the disable in `new`, on the same task
-        // (preemption is disabled in between, so also on the same CPU).
-        unsafe { preempt::enable() };
+        // SAFETY: paired with the rcu_read_lock_sched() in `new`, on the same
+        // task (preemption is disabled in between, so also on the same CPU).
+        unsafe { bindings::kapi_rcu_read_unlock_sched() };
     }
 }
 

@@ -25,8 +25,7 @@
 use super::abi;
 use super::message::{Regions, SetError};
 use super::wire::Request;
-use kernel::alloc::{flags::GFP_KERNEL, AllocError, KBox, KVVec};
-use kernel::init::{zeroed, InPlaceInit};
+use kernel::alloc::{flags::GFP_KERNEL, AllocError, KVVec};
 use kernel::sync::Arc;
 
 /// log2 of the entries per chunk (the ABI's `CHUNK_PTE_SHIFT`).
@@ -58,20 +57,10 @@ const BLOCK_SHIFT: u32 = 9;
 const BLOCK_WORDS: usize = 1 << BLOCK_SHIFT;
 const BLOCK_MASK: usize = BLOCK_WORDS - 1;
 
-/// The words of one block: a fixed-size array, so that an index masked with
-/// [`BLOCK_MASK`] needs no bounds check.
-type Words = KBox<[u64; BLOCK_WORDS]>;
-
 /// One block of a table's words, shared by the tables that have not
-/// changed it (the `Arc` is a separate 16-byte object, so the words fill
-/// their 4 KiB exactly).
+/// changed it.
 struct Block {
-    words: Words,
-}
-
-/// A block of zeroed words.
-fn zeroed_words() -> Result<Words, AllocError> {
-    KBox::init(zeroed(), GFP_KERNEL).map_err(|_| AllocError)
+    words: KVVec<u64>,
 }
 
 /// How entries are packed into 64-bit words: `bits` bits each (1..=16),
@@ -326,7 +315,6 @@ impl PageTable {
         }
         let (word, shift) = self.position(region);
         let block = self.blocks.get(word >> BLOCK_SHIFT)?.as_deref()?;
-        // Masked below BLOCK_WORDS: the compiler drops the bounds check.
         let value = block.words.get(word & BLOCK_MASK)?;
         Some((value.wrapping_shr(shift) & self.packing.mask) as u32)
     }
@@ -352,16 +340,19 @@ impl PageTable {
     }
 
     /// A private copy of block `index` (zeroed if absent).
-    fn block_copy(&self, index: usize) -> Result<Words, AllocError> {
-        let mut words = zeroed_words()?;
-        if let Some(block) = self.blocks.get(index).and_then(Option::as_deref) {
-            words.copy_from_slice(&*block.words);
+    fn block_copy(&self, index: usize) -> Result<KVVec<u64>, AllocError> {
+        match self.blocks.get(index).and_then(Option::as_deref) {
+            Some(block) => {
+                let mut words = KVVec::with_capacity(BLOCK_WORDS, GFP_KERNEL)?;
+                words.extend_from_slice(&block.words, GFP_KERNEL)?;
+                Ok(words)
+            }
+            None => KVVec::from_elem(0, BLOCK_WORDS, GFP_KERNEL),
         }
-        Ok(words)
     }
 
     /// Publishes `words` as block `index` of this (unpublished) table.
-    fn store_block(&mut self, index: usize, words: Words) -> Result<(), AllocError> {
+    fn store_block(&mut self, index: usize, words: KVVec<u64>) -> Result<(), AllocError> {
         let block = Arc::new(Block { words }, GFP_KERNEL)?;
         if let Some(slot) = self.blocks.get_mut(index) {
             *slot = Some(block);
@@ -449,7 +440,7 @@ impl PageTable {
 /// because such a table is discarded, never published.
 pub(crate) struct Editor<'t> {
     table: &'t mut PageTable,
-    open: Option<(usize, Words)>,
+    open: Option<(usize, KVVec<u64>)>,
 }
 
 impl Editor<'_> {
@@ -486,7 +477,7 @@ impl Editor<'_> {
     }
 
     /// The open copy of block `index`, storing the previously open one.
-    fn block(&mut self, index: usize) -> Result<&mut Words, AllocError> {
+    fn block(&mut self, index: usize) -> Result<&mut KVVec<u64>, AllocError> {
         let open = match self.open.take() {
             Some((i, words)) if i == index => (i, words),
             other => {

@@ -17,10 +17,6 @@ pub(crate) struct Bio(NonNull<kb::bio>);
 
 const REQ_OP_MASK: u32 = (1 << kb::REQ_OP_BITS) - 1;
 const REQ_PREFLUSH: u32 = 1 << kb::req_flag_bits___REQ_PREFLUSH;
-// `bi_flags` is 16 bits wide.
-const _: () = assert!(kb::BIO_REMAPPED < 16 && kb::BIO_BPS_THROTTLED < 16);
-const BIO_REMAPPED: u16 = 1 << kb::BIO_REMAPPED;
-const BIO_BPS_THROTTLED: u16 = 1 << kb::BIO_BPS_THROTTLED;
 
 impl Bio {
     /// # Safety
@@ -90,9 +86,8 @@ impl Bio {
     }
 
     /// Ends the RCU read-side section `guard`, adds one to `counter` on this
-    /// CPU and sends the bio to `dev` at `sector`: the three last steps of a
-    /// typical `map()`, with no call into C but the one `bio_set_dev()`
-    /// makes.
+    /// CPU and sends the bio to `dev` at `sector`: one call into C for the
+    /// three last steps of a typical `map()`.
     #[inline(always)]
     pub(crate) fn remap_counted(
         &mut self,
@@ -101,32 +96,26 @@ impl Bio {
         counter: Slot<'_>,
         guard: ReadGuard,
     ) {
-        drop(guard);
-        counter.increment();
-        self.remap(dev, sector);
+        // SAFETY: DM core owns the bio in map() (type invariant); `dev`'s bdev
+        // outlives the target's bios; `counter` is live per-CPU memory and
+        // `guard` proves the RCU-sched section the call ends.
+        unsafe {
+            b::kapi_rcu_unlock_count_remap(
+                self.0.as_ptr().cast(),
+                dev.bdev().cast(),
+                sector,
+                counter.as_percpu_ptr(),
+            )
+        };
+        // Ended by the C function: dropping the guard would unlock twice.
+        core::mem::forget(guard);
     }
 
-    /// Sends the bio to `dev` at `sector`: `bi_sector` and
-    /// `bio_set_dev()` (include/linux/bio.h), written out here because C's
-    /// static inline cannot be called.
+    /// Sends the bio to `dev` at `sector`.
     #[inline(always)]
     pub(crate) fn remap(&mut self, dev: &TargetDevice, sector: u64) {
-        let bdev = dev.bdev();
-        // SAFETY: by the type invariant DM core owns the bio in map() and
-        // lends it to us alone for the call.
-        let bio = unsafe { self.0.as_mut() };
-        bio.bi_iter.bi_sector = sector;
-        let mut flags = bio.bi_flags & !BIO_REMAPPED;
-        if bio.bi_bdev != bdev {
-            flags &= !BIO_BPS_THROTTLED;
-        }
-        bio.bi_flags = flags;
-        bio.bi_bdev = bdev;
-        #[cfg(CONFIG_BLK_CGROUP)]
-        // SAFETY: the bio is ours in map() and now names `dev`'s bdev, which
-        // is referenced for the target's lifetime, longer than its bios.
-        unsafe {
-            kb::bio_associate_blkg(bio)
-        };
+        // SAFETY: by the type invariant DM core owns the bio in map(); `dev`'s
+        // bdev is referenced for the target's lifetime, which outlasts its bios.
+        unsafe { b::kapi_bio_remap(self.0.as_ptr().cast(), dev.bdev().cast(), sector) };
     }
 }

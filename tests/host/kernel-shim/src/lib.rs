@@ -1,7 +1,7 @@
 //! Host stand-in for the parts of the 6.12 `kernel` crate that the pure
-//! modules of dm_switch (`ptbl.rs`) use: fallible-allocation `KVVec`, `KBox`
-//! with in-place zeroed initialization, and `Arc`. Same names and signatures,
-//! backed by `std`, so `ptbl.rs` compiles unchanged in the host tests.
+//! modules of dm_switch (`ptbl.rs`) use: fallible-allocation `KVVec` and
+//! `Arc`. Same names and signatures, backed by `std`, so `ptbl.rs` compiles
+//! unchanged in the host tests.
 
 /// Allocation API (`kernel::alloc`).
 pub mod alloc {
@@ -19,10 +19,6 @@ pub mod alloc {
         /// `GFP_KERNEL`.
         pub const GFP_KERNEL: Flags = Flags(0);
     }
-
-    /// `kernel::alloc::KBox`: a heap allocation (allocated through
-    /// [`crate::init::InPlaceInit`] here).
-    pub type KBox<T> = Box<T>;
 
     /// `kernel::alloc::KVVec`: a vector whose growth can fail.
     #[derive(Debug)]
@@ -85,36 +81,6 @@ pub mod alloc {
     impl<T> DerefMut for KVVec<T> {
         fn deref_mut(&mut self) -> &mut [T] {
             &mut self.0
-        }
-    }
-}
-
-/// In-place initialization (`kernel::init`), as far as zeroed arrays go.
-pub mod init {
-    use super::alloc::{flags::Flags, KBox};
-
-    /// `kernel::init::zeroed()`: an initializer of all-zero bytes.
-    pub struct Zeroed;
-
-    /// An initializer of all-zero bytes.
-    pub fn zeroed() -> Zeroed {
-        Zeroed
-    }
-
-    /// `kernel::error::Error` (only `ENOMEM` occurs here).
-    #[derive(Debug)]
-    pub struct Error;
-
-    /// `kernel::init::InPlaceInit`: allocates and initializes in place.
-    pub trait InPlaceInit<T>: Sized {
-        /// Allocates a `T` initialized by `init`.
-        fn init(init: Zeroed, flags: Flags) -> Result<Self, Error>;
-    }
-
-    impl<const N: usize> InPlaceInit<[u64; N]> for KBox<[u64; N]> {
-        fn init(_init: Zeroed, _flags: Flags) -> Result<Self, Error> {
-            let v = vec![0u64; N].into_boxed_slice();
-            v.try_into().map_err(|_| Error)
         }
     }
 }
