@@ -13,16 +13,19 @@ if [ -f "$out/.dm-switch-complete" ]; then
   exit 0
 fi
 
-if [ ! -f "$KSRC/Makefile" ]; then
+# The unpacked tree is replaced when it is another version (setup.sh pins the
+# package; an older checkout may have unpacked a newer one).
+unpacked() { grep -q "^SUBLEVEL = ${KERNEL_VERSION##*.}\$" "$KSRC/Makefile" 2>/dev/null; }
+if ! unpacked; then
   echo "kernel: unpacking $KERNEL_TARBALL" >&2
+  rm -rf "$KSRC"
   mkdir -p "$CACHE_DIR/src"
   tmp=$(mktemp -d "$CACHE_DIR/src/unpack.XXXXXX")
   tar -C "$tmp" -xf "$KERNEL_TARBALL"
   mv "$tmp"/linux-source-6.12 "$KSRC"
   rmdir "$tmp"
 fi
-grep -q "^SUBLEVEL = ${KERNEL_VERSION##*.}\$" "$KSRC/Makefile" ||
-  { echo "kernel: $KSRC is not $KERNEL_VERSION" >&2; exit 1; }
+unpacked || { echo "kernel: $KERNEL_TARBALL is not $KERNEL_VERSION (scripts/setup.sh installs it)" >&2; exit 1; }
 
 mkdir -p "$out"
 start=$(date +%s)

@@ -3,8 +3,12 @@
 # configured apt sources, crates.io and PyPI only. Idempotent; run as root.
 set -euo pipefail
 
+# The kernel source is pinned to the version scripts/lib.sh builds and tests
+# (KERNEL_VERSION): Debian's security archive moves on to newer point releases
+# (6.12.118 on 2026-12-04) and keeps the older ones installable.
+KERNEL_SOURCE=linux-source-6.12=6.12.117-1~deb12u1
 APT_PACKAGES=(
-  linux-source-6.12
+  "$KERNEL_SOURCE"
   rustc-web rust-web-src rust-web-clippy
   clang-19 lld-19 llvm-19 libclang-19-dev
   bc bison flex libelf-dev libssl-dev cpio kmod xz-utils make
@@ -23,13 +27,17 @@ log() { printf '[setup] %s\n' "$*"; }
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  name=${p%%=*}
+  [ "$name" = "$p" ] && want= || want=${p#*=}
+  status=$(dpkg-query -W -f='${Status} ${Version}' "$name" 2>/dev/null) || status=
+  if [ -n "$want" ]; then [ "$status" = "install ok installed $want" ]
+  else [[ $status == "install ok installed "* ]]; fi || missing+=("$p")
 done
 if ((${#missing[@]})); then
   log "apt: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get install -y -qq --no-install-recommends --allow-downgrades "${missing[@]}" >/dev/null
 else
   log "apt: all packages present"
 fi
