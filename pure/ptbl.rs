@@ -11,7 +11,9 @@
 //! reciprocal, a shift and a mask, never a divide. The words are laid out
 //! chunk after chunk and stored in 4 KiB blocks (kmalloc's 4 KiB bucket, with
 //! nothing lost to rounding), so memory follows the packed size at every
-//! width; a bitmap says which chunks are allocated.
+//! width; a bitmap says which chunks are allocated. A table whose chunks are
+//! all allocated (the usual case: the agent uploads every region) is looked
+//! up without that bitmap.
 //!
 //! A published [`PageTable`] is never modified: an update builds a new table
 //! beside it ([`PageTable::derive`]), sharing the blocks it does not touch and
@@ -25,7 +27,8 @@
 use super::abi;
 use super::message::{Regions, SetError};
 use super::wire::Request;
-use kernel::alloc::{flags::GFP_KERNEL, AllocError, KVVec};
+use kernel::alloc::{flags::GFP_KERNEL, AllocError, KBox, KVVec};
+use kernel::init::{zeroed, InPlaceInit};
 use kernel::sync::Arc;
 
 /// log2 of the entries per chunk (the ABI's `CHUNK_PTE_SHIFT`).
@@ -57,10 +60,19 @@ const BLOCK_SHIFT: u32 = 9;
 const BLOCK_WORDS: usize = 1 << BLOCK_SHIFT;
 const BLOCK_MASK: usize = BLOCK_WORDS - 1;
 
+/// The words of one block: a fixed-size array, so that indexing it with a
+/// masked index needs no bounds check.
+type Words = [u64; BLOCK_WORDS];
+
 /// One block of a table's words, shared by the tables that have not
 /// changed it.
 struct Block {
-    words: KVVec<u64>,
+    words: KBox<Words>,
+}
+
+/// A zeroed block of words (written in place: 4 KiB never crosses the stack).
+fn zeroed_words() -> Result<KBox<Words>, AllocError> {
+    KBox::init(zeroed(), GFP_KERNEL).map_err(|_| AllocError)
 }
 
 /// How entries are packed into 64-bit words: `bits` bits each (1..=16),
@@ -140,6 +152,11 @@ pub(crate) struct PageTable {
     page_total: u32,
     pte_bits: u8,
     userland: [u32; 2],
+    /// `page_total` when every chunk is allocated, else 0: regions below it
+    /// are looked up without the `allocated` bitmap. Only freeing a chunk
+    /// makes a complete table incomplete; [`Editor::finish`] notices when
+    /// writes complete one.
+    complete_below: u32,
     /// Bit `c % 64` of word `c / 64`: chunk `c` is allocated (its regions
     /// are mapped). Bits past the last chunk are 0.
     allocated: KVVec<u64>,
@@ -179,6 +196,7 @@ impl PageTable {
             page_total,
             pte_bits,
             userland: [0; 2],
+            complete_below: 0,
             allocated: KVVec::from_elem(0, chunks.div_ceil(64) as usize, GFP_KERNEL)?,
             blocks: KVVec::from_elem(None, block_count(chunks, packing.chunk_words()), GFP_KERNEL)?,
         })
@@ -305,18 +323,47 @@ impl PageTable {
     /// The path of `region`, or `None` if it is unmapped.
     #[inline(always)]
     pub(crate) fn lookup(&self, region: u64) -> Option<u32> {
+        if region < u64::from(self.complete_below) {
+            // Below page_total, so it fits in u32; every chunk is allocated.
+            return Some(self.entry(region as u32));
+        }
+        self.lookup_incomplete(region)
+    }
+
+    /// [`Self::lookup`] in a table with unallocated chunks (or past its end).
+    #[inline(never)]
+    fn lookup_incomplete(&self, region: u64) -> Option<u32> {
         if region >= u64::from(self.page_total) {
             return None;
         }
         // Below page_total, so it fits in u32.
         let region = region as u32;
-        if !self.chunk_allocated(region >> CHUNK_SHIFT) {
-            return None;
-        }
+        self.chunk_allocated(region >> CHUNK_SHIFT)
+            .then(|| self.entry(region))
+    }
+
+    /// The entry of `region`, which is in an allocated chunk (so its block
+    /// is present; an absent one would read as path 0).
+    #[inline(always)]
+    fn entry(&self, region: u32) -> u32 {
         let (word, shift) = self.position(region);
-        let block = self.blocks.get(word >> BLOCK_SHIFT)?.as_deref()?;
-        let value = block.words.get(word & BLOCK_MASK)?;
-        Some((value.wrapping_shr(shift) & self.packing.mask) as u32)
+        let value = match self.blocks.get(word >> BLOCK_SHIFT) {
+            Some(Some(block)) => block.words[word & BLOCK_MASK],
+            _ => 0,
+        };
+        (value.wrapping_shr(shift) & self.packing.mask) as u32
+    }
+
+    /// Sets `complete_below` from the `allocated` bitmap.
+    fn note_completeness(&mut self) {
+        let chunks = chunk_count(self.page_total);
+        let (full_words, tail) = ((chunks >> 6) as usize, chunks & 63);
+        let complete = self.allocated.iter().enumerate().all(|(i, &word)| match i {
+            i if i < full_words => word == u64::MAX,
+            // The last word holds `tail` chunks (bits past them are 0).
+            _ => word == (1u64 << tail) - 1,
+        });
+        self.complete_below = if complete { self.page_total } else { 0 };
     }
 
     /// Writes `(region, path)` entries (see [`Editor::set`]).
@@ -340,19 +387,16 @@ impl PageTable {
     }
 
     /// A private copy of block `index` (zeroed if absent).
-    fn block_copy(&self, index: usize) -> Result<KVVec<u64>, AllocError> {
-        match self.blocks.get(index).and_then(Option::as_deref) {
-            Some(block) => {
-                let mut words = KVVec::with_capacity(BLOCK_WORDS, GFP_KERNEL)?;
-                words.extend_from_slice(&block.words, GFP_KERNEL)?;
-                Ok(words)
-            }
-            None => KVVec::from_elem(0, BLOCK_WORDS, GFP_KERNEL),
+    fn block_copy(&self, index: usize) -> Result<KBox<Words>, AllocError> {
+        let mut words = zeroed_words()?;
+        if let Some(Some(block)) = self.blocks.get(index) {
+            *words = *block.words;
         }
+        Ok(words)
     }
 
     /// Publishes `words` as block `index` of this (unpublished) table.
-    fn store_block(&mut self, index: usize, words: KVVec<u64>) -> Result<(), AllocError> {
+    fn store_block(&mut self, index: usize, words: KBox<Words>) -> Result<(), AllocError> {
         let block = Arc::new(Block { words }, GFP_KERNEL)?;
         if let Some(slot) = self.blocks.get_mut(index) {
             *slot = Some(block);
@@ -388,6 +432,7 @@ impl PageTable {
             return;
         }
         self.mark(index, false);
+        self.complete_below = 0;
         let words = self.packing.chunk_words();
         let start = self.packing.chunk_start(index);
         let chunk_of = |word: usize| word.checked_div(words).unwrap_or(0) as u32;
@@ -407,6 +452,12 @@ impl PageTable {
     #[cfg(test)]
     pub(crate) fn blocks_held(&self) -> usize {
         self.blocks.iter().flatten().count()
+    }
+
+    /// Whether lookups skip the `allocated` bitmap (every chunk allocated).
+    #[cfg(test)]
+    pub(crate) fn is_complete(&self) -> bool {
+        self.complete_below == self.page_total && self.page_total > 0
     }
 
     /// Sets the two opaque userland words shown in status.
@@ -440,7 +491,7 @@ impl PageTable {
 /// because such a table is discarded, never published.
 pub(crate) struct Editor<'t> {
     table: &'t mut PageTable,
-    open: Option<(usize, KVVec<u64>)>,
+    open: Option<(usize, KBox<Words>)>,
 }
 
 impl Editor<'_> {
@@ -458,9 +509,8 @@ impl Editor<'_> {
         }
         let mask = self.table.packing.mask;
         let (word, shift) = self.table.position(region);
-        if let Some(w) = self.block(word >> BLOCK_SHIFT)?.get_mut(word & BLOCK_MASK) {
-            *w = (*w & !(mask << shift)) | (u64::from(path) << shift);
-        }
+        let w = &mut self.block(word >> BLOCK_SHIFT)?[word & BLOCK_MASK];
+        *w = (*w & !(mask << shift)) | (u64::from(path) << shift);
         Ok(())
     }
 
@@ -468,16 +518,14 @@ impl Editor<'_> {
     fn allocate(&mut self, chunk: u32) -> Result<(), AllocError> {
         let start = self.table.packing.chunk_start(chunk);
         for word in start..start + self.table.packing.chunk_words() {
-            if let Some(w) = self.block(word >> BLOCK_SHIFT)?.get_mut(word & BLOCK_MASK) {
-                *w = 0;
-            }
+            self.block(word >> BLOCK_SHIFT)?[word & BLOCK_MASK] = 0;
         }
         self.table.mark(chunk, true);
         Ok(())
     }
 
     /// The open copy of block `index`, storing the previously open one.
-    fn block(&mut self, index: usize) -> Result<&mut KVVec<u64>, AllocError> {
+    fn block(&mut self, index: usize) -> Result<&mut Words, AllocError> {
         let open = match self.open.take() {
             Some((i, words)) if i == index => (i, words),
             other => {
@@ -487,7 +535,7 @@ impl Editor<'_> {
                 (index, self.table.block_copy(index)?)
             }
         };
-        Ok(&mut self.open.insert(open).1)
+        Ok(&mut *self.open.insert(open).1)
     }
 
     /// The path `region` maps to in the table being edited (`None`: unmapped).
@@ -497,22 +545,22 @@ impl Editor<'_> {
             return None;
         }
         let (word, shift) = table.position(region);
-        let value = match &self.open {
-            Some((i, words)) if *i == word >> BLOCK_SHIFT => words.get(word & BLOCK_MASK)?,
-            _ => table
-                .blocks
-                .get(word >> BLOCK_SHIFT)?
-                .as_deref()?
-                .words
-                .get(word & BLOCK_MASK)?,
-        };
-        Some(((value >> shift) & table.packing.mask) as u32)
+        match &self.open {
+            Some((i, words)) if *i == word >> BLOCK_SHIFT => {
+                Some(((words[word & BLOCK_MASK] >> shift) & table.packing.mask) as u32)
+            }
+            _ => Some(table.entry(region)),
+        }
     }
 
-    /// Stores the open block; the table is then complete.
+    /// Stores the open block; the table is then ready to publish.
     pub(crate) fn finish(mut self) -> Result<(), UpdateError> {
         if let Some((i, words)) = self.open.take() {
             self.table.store_block(i, words)?;
+        }
+        // Writes only allocate chunks: a complete table stays complete.
+        if self.table.complete_below == 0 {
+            self.table.note_completeness();
         }
         Ok(())
     }

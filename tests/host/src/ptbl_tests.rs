@@ -169,6 +169,47 @@ fn free_chunk_out_of_range_is_noop() {
     assert_eq!(t.lookup(99), None);
 }
 
+/// A table with every chunk allocated is looked up without the bitmap; a
+/// free makes it incomplete (the freed chunk reads unmapped, the others keep
+/// their entries) and writing that chunk again completes it.
+#[test]
+fn completeness_follows_frees_and_writes() {
+    let total = 2 * CHUNK_ENTRIES + 10;
+    let t = PageTable::round_robin(5, total).unwrap();
+    assert!(t.is_complete());
+    let mut freed = PageTable::derive(Some(&t), 5, total, 3).unwrap();
+    assert!(freed.is_complete(), "derive keeps completeness");
+    freed.free_chunk(1);
+    assert!(!freed.is_complete());
+    assert!(t.is_complete(), "the published table is untouched");
+    for r in [0, CHUNK_ENTRIES - 1, 2 * CHUNK_ENTRIES, total - 1] {
+        assert_eq!(freed.lookup(u64::from(r)), Some(r % 5), "region {r}");
+    }
+    for r in [CHUNK_ENTRIES, CHUNK_ENTRIES + 77, 2 * CHUNK_ENTRIES - 1] {
+        assert_eq!(freed.lookup(u64::from(r)), None, "freed region {r}");
+    }
+    assert_eq!(freed.lookup(u64::from(total)), None);
+    let mut refilled = PageTable::derive(Some(&freed), 5, total, 3).unwrap();
+    refilled.set_entries([(CHUNK_ENTRIES + 3, 4)]).unwrap();
+    assert!(refilled.is_complete());
+    assert_eq!(refilled.lookup(u64::from(CHUNK_ENTRIES + 3)), Some(4));
+    assert_eq!(refilled.lookup(u64::from(CHUNK_ENTRIES + 4)), Some(0));
+    assert_eq!(refilled.lookup(u64::from(total)), None, "past the end");
+
+    // A partial upload completes a table only once its last chunk is written;
+    // chunk counts that are and are not multiples of 64 (the bitmap's words).
+    for chunks in [1, 63, 64, 65, 130] {
+        let total = chunks * CHUNK_ENTRIES;
+        let mut e = PageTable::empty(2, total, 1).unwrap();
+        for c in 0..chunks {
+            assert!(!e.is_complete(), "{c} of {chunks} chunks");
+            e.set_entries([(c * CHUNK_ENTRIES, 1)]).unwrap();
+        }
+        assert!(e.is_complete(), "{chunks} chunks");
+        assert_eq!(e.lookup(u64::from(total - 1)), Some(0));
+    }
+}
+
 #[test]
 fn editor_reads_its_own_writes() {
     let mut t = PageTable::empty(5, 20_000, 3).unwrap();
@@ -218,6 +259,7 @@ proptest! {
         for (r, want) in model.iter().enumerate() {
             prop_assert_eq!(table.lookup(r as u64), *want, "region {}", r);
         }
+        prop_assert_eq!(table.is_complete(), model.iter().all(Option::is_some));
     }
 }
 

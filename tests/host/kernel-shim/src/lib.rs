@@ -1,6 +1,6 @@
 //! Host stand-in for the parts of the 6.12 `kernel` crate that the pure
-//! modules of dm_switch (`ptbl.rs`) use: fallible-allocation `KVVec` and
-//! `Arc`. Same names and signatures, backed by `std`, so `ptbl.rs` compiles
+//! modules of dm_switch (`ptbl.rs`) use: fallible-allocation `KVVec`,
+//! `KBox` with in-place zeroed initialisation, and `Arc`. Same names and signatures, backed by `std`, so `ptbl.rs` compiles
 //! unchanged in the host tests.
 
 /// Allocation API (`kernel::alloc`).
@@ -71,6 +71,23 @@ pub mod alloc {
         }
     }
 
+    /// `kernel::alloc::KBox`: an owned heap value.
+    #[derive(Debug)]
+    pub struct KBox<T>(pub(crate) Box<T>);
+
+    impl<T> Deref for KBox<T> {
+        type Target = T;
+        fn deref(&self) -> &T {
+            &self.0
+        }
+    }
+
+    impl<T> DerefMut for KBox<T> {
+        fn deref_mut(&mut self) -> &mut T {
+            &mut self.0
+        }
+    }
+
     impl<T> Deref for KVVec<T> {
         type Target = [T];
         fn deref(&self) -> &[T] {
@@ -81,6 +98,52 @@ pub mod alloc {
     impl<T> DerefMut for KVVec<T> {
         fn deref_mut(&mut self) -> &mut [T] {
             &mut self.0
+        }
+    }
+}
+
+/// In-place initialisation (`kernel::init`), for the zeroed values `ptbl.rs`
+/// makes: the value is built on the heap directly (a 4 KiB block would be a
+/// large stack temporary in a debug build).
+pub mod init {
+    use super::alloc::{flags::Flags, KBox};
+
+    /// Types that are valid when all zero.
+    pub trait Zeroable: Sized {
+        /// A zeroed value on the heap.
+        fn boxed_zeroed() -> Box<Self>;
+    }
+
+    impl<const N: usize> Zeroable for [u64; N] {
+        fn boxed_zeroed() -> Box<Self> {
+            match vec![0u64; N].into_boxed_slice().try_into() {
+                Ok(words) => words,
+                Err(_) => unreachable!("a vector of N words is an array of N words"),
+            }
+        }
+    }
+
+    /// An initialiser of a zeroed `T`.
+    pub struct Zeroed<T>(core::marker::PhantomData<T>);
+
+    /// `kernel::init::zeroed`.
+    pub fn zeroed<T: Zeroable>() -> Zeroed<T> {
+        Zeroed(core::marker::PhantomData)
+    }
+
+    /// The error `init` returns (the kernel's `Error`).
+    #[derive(Debug)]
+    pub struct Error;
+
+    /// `kernel::init::InPlaceInit`, for `KBox` and zeroed initialisers.
+    pub trait InPlaceInit<T>: Sized {
+        /// Allocates and initialises a `T`.
+        fn init(init: Zeroed<T>, flags: Flags) -> Result<Self, Error>;
+    }
+
+    impl<T: Zeroable> InPlaceInit<T> for KBox<T> {
+        fn init(_init: Zeroed<T>, _flags: Flags) -> Result<Self, Error> {
+            Ok(KBox(T::boxed_zeroed()))
         }
     }
 }
