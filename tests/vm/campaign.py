@@ -49,6 +49,19 @@ def record(key, data):
     p.write_text(json.dumps(d, indent=1, sort_keys=True) + "\n")
 
 
+def udev_catch_up(timeout=600):
+    """Waits until udev has handled every queued event; returns the seconds
+    waited. A test that creates, resumes or removes DM devices with direct
+    ioctls emits a uevent each time without waiting for udev as dmsetup
+    does, and under TCG the guest's udev is slow with DM events (each runs
+    dmsetup from 55-dm, 60-persistent-storage-dm and 95-dm-notify.rules):
+    3 rounds of the lifecycle hammer (~25 events) took 279 s to handle. A
+    loop of such ioctls left a backlog that stalled the next test's dmsetup
+    for 8 to 40 minutes; called between rounds, this paces the loop at
+    udev's speed and keeps the wait in the test that caused it."""
+    t0 = time.time()
+    subprocess.run(["udevadm", "settle", f"--timeout={timeout}"], check=False)
+    return time.time() - t0
 
 # ---------------------------------------------------------------- helpers
 
