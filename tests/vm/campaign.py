@@ -63,6 +63,7 @@ def udev_catch_up(timeout=600):
     subprocess.run(["udevadm", "settle", f"--timeout={timeout}"], check=False)
     return time.time() - t0
 
+
 # ---------------------------------------------------------------- helpers
 
 class Uploader:

@@ -175,11 +175,6 @@ def test_lifecycle_reload_suspend_under_verified_io(env):
                 ctl.load(sw.name, 0, length, "switch", tables[geo].split(" ", 3)[3])
                 ctl.resume(sw.name)
                 cur["t"] = (M, m, geo[1])
-            if op in ("suspend", "same", "other"):
-                # One uevent per resume: udev catches up every few.
-                counts["resumes"] += 1
-                if counts["resumes"] % 4 == 0:
-                    udev_wait += udev_catch_up()
             elif op == "upload":
                 regions = length // geo[0]
                 vals = [rng.randrange(geo[1])] * regions if rng.random() < 0.5 else \
@@ -193,6 +188,11 @@ def test_lifecycle_reload_suspend_under_verified_io(env):
                 # message edits the live table in its own geometry.
                 ctl.message(sw.name, f"set_region_mappings 0:{rng.randrange(geo[1])} R1,{rng.randrange(1, 255):x}")
             counts[op] += 1
+            if op in ("suspend", "same", "other"):
+                # One uevent per resume: udev catches up every few.
+                counts["resumes"] += 1
+                if counts["resumes"] % 4 == 0:
+                    udev_wait += udev_catch_up()
     finally:
         stop.set()
         th.join(900)
