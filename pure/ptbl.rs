@@ -137,6 +137,12 @@ impl Packing {
         let field = local.wrapping_sub(word.wrapping_mul(self.per_word));
         (word as usize, field.wrapping_mul(self.bits))
     }
+
+    /// The entry at bit `shift` (from [`Self::locate`]) of `word`.
+    #[inline(always)]
+    fn field(&self, word: u64, shift: u32) -> u32 {
+        (word.wrapping_shr(shift) & self.mask) as u32
+    }
 }
 
 /// A complete, immutable-once-published page table.
@@ -351,7 +357,7 @@ impl PageTable {
             Some(Some(block)) => block.words[word & BLOCK_MASK],
             _ => 0,
         };
-        (value.wrapping_shr(shift) & self.packing.mask) as u32
+        self.packing.field(value, shift)
     }
 
     /// Sets `complete_below` from the `allocated` bitmap.
@@ -547,7 +553,7 @@ impl Editor<'_> {
         let (word, shift) = table.position(region);
         match &self.open {
             Some((i, words)) if *i == word >> BLOCK_SHIFT => {
-                Some(((words[word & BLOCK_MASK] >> shift) & table.packing.mask) as u32)
+                Some(table.packing.field(words[word & BLOCK_MASK], shift))
             }
             _ => Some(table.entry(region)),
         }
