@@ -65,22 +65,30 @@ vm_rc=$?
 read -r vp vf < <(python3 - "$out" <<'PY'
 import collections, glob, sys, xml.etree.ElementTree as ET
 p = f = 0
-times = collections.Counter()
+times, tests = collections.Counter(), collections.Counter()
 for x in glob.glob(sys.argv[1] + "/junit*.xml"):
     for s in ET.parse(x).getroot().iter("testsuite"):
         t, e, fl, sk = (int(s.get(k, 0)) for k in ("tests", "errors", "failures", "skipped"))
         p += t - e - fl - sk
         f += e + fl
         for c in s.iter("testcase"):
-            times[c.get("classname", "?")] += float(c.get("time", 0))
+            secs = float(c.get("time", 0))
+            times[c.get("classname", "?")] += secs
+            tests[c.get("classname", "?").split(".")[-1] + "::" + c.get("name", "?")] = secs
 for name, secs in times.items():
     print(f"suite {name}: {secs:.0f} s", file=sys.stderr)
+print("slowest tests: " + ", ".join(f"{n} {s:.0f} s" for n, s in tests.most_common(12)), file=sys.stderr)
 print(p, f)
 PY
 )
 passed=$((passed + vp)); failed=$((failed + vf))
 if [ $vm_rc != 0 ] && [ "$vf" = 0 ]; then
   echo "check: the VM run failed outside the tests (log scan, kmemleak or boot): see $out" >&2
+  # What the guest's scan found, here at the end where a CI log's tail shows it.
+  for f in splats.txt kmemleak.txt; do
+    [ -s "$out/$f" ] && { echo "check: $f:" >&2; head -n 12 "$out/$f" >&2; }
+  done
+  [ -f "$out/guest-finished" ] || echo "check: the guest did not finish (see vm.sh's lines above)" >&2
   failed=$((failed + 1))
 fi
 echo

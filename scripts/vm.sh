@@ -32,8 +32,15 @@ kdir=$(kernel_build_dir "$flavour")
 [ -n "$out" ] || out=$(mktemp -d /tmp/dm-switch-vm.XXXXXX)
 mkdir -p "$out"
 
+# The root is the host's, shared read-only over 9p. virtme-ng mounts it
+# uncached; the later rootflags= (the kernel keeps the last) adds cache=loose,
+# so that the guest's page cache keeps what it reads: under TCG every exec
+# (each dmsetup of the tests and of udev's DM rules) read the binary and its
+# libraries from the host again (measured: dmsetup create 4.0-4.9 s uncached,
+# 1.7-4.3 s cached). The host does not change the tree while the VM runs.
+rootflags=rootflags=version=9p2000.L,trans=virtio,access=any,msize=524288,cache=loose
 args=(--run "$kdir" --cpus "$cpus" --memory 4G --rwdir "$out" --cwd "$REPO_ROOT"
-      --append "panic_on_warn=0 hung_task_timeout_secs=120 no5lvl")
+      --append "panic_on_warn=0 hung_task_timeout_secs=120 no5lvl $rootflags")
 timeout_s=${VM_TIMEOUT:-3600}
 if [ "$kvm" = 1 ]; then
   timeout_s=${VM_KVM_TIMEOUT:-600}

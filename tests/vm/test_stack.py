@@ -203,17 +203,19 @@ def all_failed(stack):
 
 
 def test_whole_array_lost_queue_if_no_path(stack):
-    """Every path dies under verified I/O with queue_if_no_path, and an
-    fsync() on the switch starts (its flush goes to every member, so every
-    member tries, and fails, all six paths): I/O waits (no member completes
-    any for `hold` seconds, the switch has I/O in flight, the fsync() waits
-    too); restored, everything completes and verifies. The outage stays far
-    below the 120 s hung-task limit."""
+    """Every path dies under verified I/O with queue_if_no_path (fio's I/O
+    makes every member try, and fail, all six paths), then an fsync() on the
+    switch starts (its flush goes to every member): I/O waits (no member
+    completes any for `hold` seconds, the switch has I/O in flight, the
+    fsync() waits too); restored, everything completes and verifies. The
+    fsync() starts only once every path has failed, so the time it sleeps
+    uninterruptibly (hold + restore) stays far below the 120 s hung-task
+    limit however slowly the members notice the failures."""
     hold = 5
     load = start_load(stack, random.Random(1504))
     t0 = fail_every_path(stack)
-    flush = Fsync(stack)
     wait_for(lambda: all_failed(stack), 120, "every member to fail every path")
+    flush = Fsync(stack)
     base = stack.member_ios()
     end = time.monotonic() + hold
     while time.monotonic() < end:  # nothing may move: a negative condition, held for `hold` s
