@@ -12,7 +12,7 @@ import pytest
 from conftest import (SYS, Switch, check_placement, load_module, module_is_ours, sh,
                       switch_table)
 from dmtest import dmioctl, wire
-from campaign import (SOAK, EINVAL, ENODEV, Hammer, Uploader, bounded, fio_jobs, fio_summary, udev_catch_up,
+from campaign import (EINVAL, ENODEV, Hammer, Uploader, bounded, fio_jobs, fio_summary, udev_catch_up,
                       fio_verify_pass, pte_bits_for, record, shared_backing_paths)
 
 pytestmark = pytest.mark.usefixtures("kernel_log_guard")
@@ -111,8 +111,6 @@ def test_lifecycle_devices_come_and_go_under_upload_hammer(env):
     assert counts["devices"] >= 3 and counts["placement_checks"] >= 1 and hs[0] > 0 and hs[ENODEV] > 0
 
 
-@pytest.mark.skipif(not SOAK, reason="make soak only: 240 s at make check length (2026-12-04), "
-                    "over CI's time budget; the stall after it was udev's backlog, now paced")
 def test_lifecycle_reload_suspend_under_verified_io(env):
     """fio writes and verifies (crc32c) through a switch over three views of
     one disk while the table is suspended/resumed, reloaded with the same

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from campaign import Uploader, fio_verify_run, record
+from campaign import Uploader, bounded, fio_verify_run, record, udev_catch_up
 from conftest import (DISCARD_SECTORS, DISCARDS, FLUSHES, IN_FLIGHT, READ_SECTORS, READS, SECTOR, WRITE_SECTORS,
                       WRITES, marker, read_at, sh, write_at)
 from dmtest import wire
@@ -200,6 +200,55 @@ def fail_every_path(stack):
 
 def all_failed(stack):
     return all(set(stack.path_states(m).values()) == {"F"} for m in range(len(stack.members)))
+
+
+def test_path_flapping_and_member_loss_under_verified_io(stack):
+    """Random faults under verified I/O for a while (20 s in make check, 600 s
+    in make soak): a direct path fails and comes back once multipath has
+    failed it, a path flaps (failed and restored before multipath may have
+    noticed), or a member loses both direct paths (group 2 takes over) and
+    gets them back with multipathd's failback. At most one member is without
+    its own paths at a time. After every event every member completes I/O
+    again; at the end every path is active, every member back on group 1,
+    and fio saw 0 I/O errors and 0 verify errors."""
+    seconds = bounded(20, 600)
+    rng = random.Random(1507)
+    load = start_load(stack, rng)
+    counts = {"path_failures": 0, "flaps": 0, "member_losses": 0, "udev_wait_seconds": 0.0}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        m = rng.randrange(len(stack.members))
+        event = rng.choice(["path", "path", "flap", "member"])
+        if event == "member":
+            for p in stack.paths[m]:
+                stack.fail_path(p)
+            wait_for(lambda: stack.mpath(m)["pg"] == 2, 120, f"member {m} on group 2")
+            for p in stack.paths[m]:
+                stack.restore_path(p)
+            stack.switch_group(m, 1)
+            counts["member_losses"] += 1
+        else:
+            p = rng.choice(stack.paths[m])
+            stack.fail_path(p)
+            if event == "path":
+                wait_for(lambda: stack.path_states(m)[devno(p)] == "F", 120, f"member {m} to fail {p.name}")
+            else:
+                time.sleep(rng.uniform(0, 0.3))
+            stack.restore_path(p)
+            counts["path_failures" if event == "path" else "flaps"] += 1
+        base = stack.member_ios()
+        wait_for(lambda: all(a >= b + 4 for a, b in zip(stack.member_ios(), base)), 180,
+                 f"I/O on every member after a {event} event")
+        # Each fault and restore is a uevent (two table swaps per path).
+        if sum(v for k, v in counts.items() if k != "udev_wait_seconds") % 8 == 0:
+            counts["udev_wait_seconds"] += udev_catch_up()
+    totals = load.stop()
+    assert totals["io_errors"] == 0
+    for m in range(len(stack.members)):
+        st = stack.mpath(m)
+        assert st["pg"] == 1 and set(stack.path_states(m).values()) == {"A"}, f"member {m}: {st}"
+    counts["udev_wait_seconds"] = round(counts["udev_wait_seconds"], 1)
+    record("stack_flapping", {"seconds": seconds, **counts, **totals})
 
 
 def test_whole_array_lost_queue_if_no_path(stack):
