@@ -54,11 +54,12 @@ def udev_catch_up(timeout=600):
     waited. A test that creates, resumes or removes DM devices with direct
     ioctls emits a uevent each time without waiting for udev as dmsetup
     does, and under TCG the guest's udev is slow with DM events (each runs
-    dmsetup from 55-dm, 60-persistent-storage-dm and 95-dm-notify.rules):
-    3 rounds of the lifecycle hammer (~25 events) took 279 s to handle. A
-    loop of such ioctls left a backlog that stalled the next test's dmsetup
-    for 8 to 40 minutes; called between rounds, this paces the loop at
-    udev's speed and keeps the wait in the test that caused it."""
+    up to three dmsetup processes from 55-dm and 95-dm-notify.rules, about
+    2.6 s of udev time per event since the guest's root is cached; 3 rounds
+    of the lifecycle hammer took 279 s before, 50 s after). A loop of such
+    ioctls left a backlog that stalled the next test's dmsetup for 8 to 40
+    minutes; called between rounds, this paces the loop at udev's speed and
+    keeps the wait in the test that caused it."""
     t0 = time.time()
     subprocess.run(["udevadm", "settle", f"--timeout={timeout}"], check=False)
     return time.time() - t0

@@ -28,7 +28,7 @@ def test_netlink_fuzz_against_model_under_io(env):
     and data placement is compared with it during and after the run."""
     # Four senders: an accepted upload waits for an RCU grace period (about
     # 10 ms under TCG), and the waits of concurrent senders overlap. The run
-    # is a number of messages, not a time: 8,000 (105 messages/s in all on
+    # is a number of messages, not a time: 8,000 (104 messages/s in all on
     # an idle machine on 2026-12-07, 73/s seen on a busy one); the soak run
     # sends 400,000. The time limit only catches a sender that stops
     # progressing.
