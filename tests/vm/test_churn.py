@@ -132,7 +132,7 @@ def test_churn_under_load_keeps_data_intact(env, region):
     of one disk, so any lost, misdirected or corrupted bio fails verification."""
     size_mb = bounded(128, 256)
     job_mb = bounded([1, 1, 2], [16, 16, 32])
-    budget = bounded(40, 900)
+    budget = bounded(40, 300)
     _, lins, sectors = shared_backing_paths(env, "relch", size_mb)
     regions = sectors // region
     length = regions * region

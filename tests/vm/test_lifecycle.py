@@ -29,7 +29,7 @@ def test_lifecycle_devices_come_and_go_under_upload_hammer(env):
     The DM operations are direct ioctls (tests/dmtest/dmioctl.py): a dmsetup
     process per step, with its udev wait, took tens of seconds per device
     under TCG and left the races few and far between."""
-    seconds = bounded(15, 600)
+    seconds = bounded(15, 300)
     nb = env.nullb(16)
     paths3 = [nb.path] * 3
     starts3 = [0, 8192, 16384]
@@ -117,7 +117,7 @@ def test_lifecycle_reload_suspend_under_verified_io(env):
     geometry (inheriting the mapping), with another region size, with two
     paths instead of three, and uploaded to / messaged, with an upload
     hammer running. Data must stay intact through every swap."""
-    seconds = bounded(15, 600)
+    seconds = bounded(15, 300)
     size_mb = 48
     _, lins, sectors = shared_backing_paths(env, "relrv", size_mb)
     length = sectors
