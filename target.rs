@@ -13,6 +13,7 @@ use crate::kapi::{
     dm::{
         self, Bio, CtrError, MapResult, StatusKind, TargetCtx, TargetDevice, TargetInfo, TextOut,
     },
+    iostat::Row,
     percpu, rcu,
 };
 use crate::pure::{
@@ -56,6 +57,9 @@ pub(crate) struct Switch {
     region: RegionSize,
     format: Format,
     counters: percpu::Counters<2>,
+    /// The path of each empty flush clone: the first path on each distinct
+    /// device (a flush flushes the whole device, whatever the offset).
+    flush_paths: KVec<u32>,
 }
 
 /// Parses a decimal `u64` (digits only).
@@ -157,6 +161,28 @@ fn open_paths(
     Ok(paths)
 }
 
+/// The first path on each distinct device, in path order: where the empty
+/// flush clones go (one per device, however many paths share it). Takes
+/// paths x distinct devices steps, as DM core's own device lookup in
+/// `dm_get_device` already does for the table.
+fn flush_paths(paths: &[Path]) -> Result<KVec<u32>, CtrError> {
+    let mut firsts = KVec::new();
+    for (index, p) in (0u32..).zip(paths) {
+        let device = p.dev.identity();
+        let seen = firsts.iter().any(|&f: &u32| {
+            paths
+                .get(f as usize)
+                .is_some_and(|q| q.dev.identity() == device)
+        });
+        if !seen {
+            firsts
+                .push(index, GFP_KERNEL)
+                .map_err(|_| CtrError::nomem(c_str!("Cannot allocate flush list")))?;
+        }
+    }
+    Ok(firsts)
+}
+
 /// The table a new target starts with: none (RFC format) or round-robin
 /// (upstream format).
 fn initial_table(line: &TableLine<'_>, regions: u32) -> Result<Option<KBox<PageTable>>, CtrError> {
@@ -196,14 +222,17 @@ impl Switch {
         }
     }
 
-    /// The path at `index` (always valid: tables only hold indices < dev_count).
+    /// The path at `index` and its statistics row (always valid: tables
+    /// only hold indices < dev_count, and there is a row per path).
     #[inline(always)]
-    fn path(&self, index: u32) -> &Path {
-        match self.paths.get(index as usize) {
-            Some(p) => p,
+    fn path(&self, index: u32) -> (&Path, Row<'_>) {
+        let index = index as usize;
+        let row = self.instance().path_io.row_or_first(index);
+        match self.paths.get(index) {
+            Some(p) => (p, row),
             // Unreachable: every stored index is below dev_count and path 0
             // exists. Fall back to path 0 rather than panic.
-            None => &self.paths[0],
+            None => (&self.paths[0], row),
         }
     }
 
@@ -282,6 +311,7 @@ impl dm::Target for Switch {
             .map_err(|_| CtrError::inval(c_str!("Too many regions (at most 4294967295)")))?;
         // region_sectors <= u32::MAX, so the byte count fits.
         let paths = open_paths(ti, line.path_args, line.region_sectors.get() * 512)?;
+        let flush_paths = flush_paths(&paths)?;
         ti.set_max_io_len(line.region_sectors.get())
             .map_err(|err| CtrError {
                 err,
@@ -311,9 +341,10 @@ impl dm::Target for Switch {
                 })
             }
         };
-        // An empty flush goes to every path; discards and write-zeroes arrive
-        // once and are split at region boundaries in map().
-        ti.set_bio_counts(line.dev_count, 1, 1);
+        // An empty flush goes to every device once; discards and
+        // write-zeroes arrive once and are split at region boundaries in map().
+        // At most dev_count (<= 65535) flush clones.
+        ti.set_bio_counts(flush_paths.len() as u32, 1, 1);
         Ok(Self {
             membership,
             paths,
@@ -321,6 +352,7 @@ impl dm::Target for Switch {
             region: RegionSize::new(line.region_sectors),
             format: line.format,
             counters,
+            flush_paths,
         })
     }
 
@@ -328,8 +360,9 @@ impl dm::Target for Switch {
     fn map(&self, bio: &mut Bio) -> MapResult {
         if !bio.is_plain_rw() {
             if bio.is_empty_flush() {
-                let path = self.path(bio.clone_index());
-                bio.remap(&path.dev, path.start);
+                let index = self.flush_paths.get(bio.clone_index() as usize);
+                let (path, row) = self.path(index.copied().unwrap_or(0));
+                bio.remap_flush_counted(&path.dev, path.start, row);
                 return MapResult::Remapped;
             }
             // Before the RCU section, so only `self` and `bio` live across calls.
@@ -349,9 +382,9 @@ impl dm::Target for Switch {
             Some(index) => (index, self.counters.slot::<REMAPPED>()),
             None => (0, self.counters.slot::<UNMAPPED>()),
         };
-        let path = self.path(index);
+        let (path, row) = self.path(index);
         // start + offset < start + len, checked against the path size in ctr.
-        bio.remap_counted(&path.dev, path.start + offset, counter, guard);
+        bio.remap_counted(&path.dev, path.start + offset, counter, row, guard);
         MapResult::Remapped
     }
 
@@ -411,7 +444,7 @@ impl dm::Target for Switch {
             .and_then(|t| t.lookup(0))
             .unwrap_or(0);
         drop(guard);
-        let path = self.path(index);
+        let (path, _) = self.path(index);
         (
             &path.dev,
             ti.len.checked_add(path.start) == Some(path.dev.sectors()),

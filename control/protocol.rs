@@ -2,8 +2,10 @@
 
 //! The `DM_SWITCH` generic-netlink family: agents upload page-table windows
 //! (`struct IpcPgTable`) and get a `struct IpcResponse` back, as in the RFC,
-//! and read the live table back with a dump (`NETLINK_CMD_DUMP_PAGE_TBL`):
-//! the windows that recreate a snapshot of it (`pure::dump`).
+//! read the live table back with a dump (`NETLINK_CMD_DUMP_PAGE_TBL`): the
+//! windows that recreate a snapshot of it (`pure::dump`), and read the I/O
+//! sent to each path (`DM_SWITCH_CMD_DUMP_PATH_STATS`): one
+//! `struct dm_switch_path_stats` record per path.
 //!
 //! Every request that reaches the handler is answered with a response whose
 //! `status` is 0 or a positive errno and whose `err_str` says what was wrong.
@@ -15,18 +17,20 @@ use crate::control::registry::{Registry, Scope, UpdateFail};
 use crate::kapi::{
     block::DevT,
     genl::{self, Capability, DumpOut, DumpRequest, Reply, Request},
+    iostat::IoCounts,
 };
 use crate::pure::{
     abi::{
-        ATTR_DEV_MAJOR, ATTR_DEV_MINOR, ATTR_MSG, ATTR_RESPONSE, CMD_DUMP_PAGE_TBL,
-        CMD_GET_PAGE_TBL, FAMILY_NAME, FAMILY_VERSION, MAX_IPC_MSG_LEN,
+        path_stats, PathStats, ATTR_DEV_MAJOR, ATTR_DEV_MINOR, ATTR_MSG, ATTR_PATH_STATS,
+        ATTR_RESPONSE, CMD_DUMP_PAGE_TBL, CMD_DUMP_PATH_STATS, CMD_GET_PAGE_TBL, FAMILY_NAME,
+        FAMILY_VERSION, MAX_IPC_MSG_LEN,
     },
     dump::{Dump, Step},
     ptbl::{PageTable, UpdateError},
     wire::{self, Echo, Response, WireError, RESPONSE_LEN},
 };
 use core::fmt;
-use kernel::{c_str, prelude::*, sync::Arc};
+use kernel::{alloc::KVVec, c_str, prelude::*, sync::Arc};
 
 /// Why an upload was refused.
 enum Refusal {
@@ -75,6 +79,44 @@ impl fmt::Display for Refusal {
             Self::Update(UpdateError::NoMemory) => write!(f, "out of memory for the page table"),
         }
     }
+}
+
+/// A dump in progress: of a table snapshot, or of per-path counters summed
+/// when it started.
+pub(crate) enum Reading {
+    /// `NETLINK_CMD_DUMP_PAGE_TBL`.
+    Table(Dump),
+    /// `DM_SWITCH_CMD_DUMP_PATH_STATS`: the rows, and the next path to send.
+    PathStats(KVVec<IoCounts>, usize),
+}
+
+/// Appends as many path records as fit, in messages of one
+/// `DM_SWITCH_ATTR_PATH_STATS` attribute each; returns whether more remain.
+fn fill_path_stats(rows: &[IoCounts], next: &mut usize, out: &mut DumpOut<'_>) -> bool {
+    while let Some(left) = rows.get(*next..).filter(|l| !l.is_empty()) {
+        let n = (out.room() / path_stats::LEN).min(left.len());
+        let Some(buf) = (n > 0)
+            .then(|| out.add(ATTR_PATH_STATS, n * path_stats::LEN))
+            .flatten()
+        else {
+            return true;
+        };
+        for (record, (row, path)) in buf
+            .chunks_exact_mut(path_stats::LEN)
+            .zip(left.iter().zip(*next..))
+        {
+            // Row indices are path indices, below dev_count <= 65535.
+            let path = u32::try_from(path).unwrap_or(u32::MAX);
+            PathStats {
+                path,
+                ios: row.ios,
+                sectors: row.sectors,
+            }
+            .write(record);
+        }
+        *next += n;
+    }
+    false
 }
 
 /// The DM_SWITCH family's handler: finds the live instance of the addressed
@@ -128,9 +170,9 @@ impl genl::Handler for Protocol {
         MAX_IPC_MSG_LEN as u16
     };
     const REPLY_LEN: usize = RESPONSE_LEN;
-    const DUMP_CMD: u8 = CMD_DUMP_PAGE_TBL;
+    const DUMP_CMDS: &'static [u8] = &[CMD_DUMP_PAGE_TBL, CMD_DUMP_PATH_STATS];
     const DUMP_ATTRS: &'static [u16] = &[ATTR_DEV_MAJOR, ATTR_DEV_MINOR];
-    type Cursor = Dump;
+    type Cursor = Reading;
 
     fn handle(&self, request: &Request<'_>, reply: Reply<'_>) -> Result {
         let mut response = Response::new(Echo::of(request.payload().unwrap_or(&[])));
@@ -142,12 +184,12 @@ impl genl::Handler for Protocol {
         reply.send(ATTR_RESPONSE, response.as_bytes())
     }
 
-    fn start(&self, request: &DumpRequest<'_>) -> Result<Dump, genl::Refusal> {
+    fn start(&self, request: &DumpRequest<'_>) -> Result<Reading, genl::Refusal> {
         let refuse = |err, msg| genl::Refusal { err, msg };
         if !request.sender_capable(Capability::SYS_ADMIN) {
             return Err(refuse(
                 EPERM,
-                c_str!("reading a page table needs CAP_SYS_ADMIN"),
+                c_str!("reading a page table or path statistics needs CAP_SYS_ADMIN"),
             ));
         }
         let (Some(major), Some(minor)) = (
@@ -163,6 +205,15 @@ impl genl::Handler for Protocol {
         let instance = DevT::new(major, minor)
             .and_then(|devt| self.registry.find_live(devt))
             .ok_or_else(no_target)?;
+        // Path statistics are summed now (a snapshot, as the table is). A
+        // suspended device's can be read: they do not change while it is.
+        if request.cmd() == CMD_DUMP_PATH_STATS {
+            return instance
+                .path_io
+                .sum()
+                .map(|rows| Reading::PathStats(rows, 0))
+                .map_err(|_| refuse(ENOMEM, c_str!("out of memory for the path statistics")));
+        }
         // A suspended device keeps its registry entry: only a live one is read.
         let table = instance.snapshot().map_err(|e| match e {
             UpdateFail::NotLive => no_target(),
@@ -170,10 +221,14 @@ impl genl::Handler for Protocol {
         })?;
         // dev_count <= 65535 (the constructor's limit).
         let dev_count = instance.geometry.dev_count as u16;
-        Ok(Dump::new(table, major, minor, dev_count))
+        Ok(Reading::Table(Dump::new(table, major, minor, dev_count)))
     }
 
-    fn fill(&self, dump: &mut Dump, out: &mut DumpOut<'_>) -> Result<bool> {
+    fn fill(&self, reading: &mut Reading, out: &mut DumpOut<'_>) -> Result<bool> {
+        let dump = match reading {
+            Reading::Table(dump) => dump,
+            Reading::PathStats(rows, next) => return Ok(fill_path_stats(rows, next, out)),
+        };
         loop {
             let len = match dump.next_len(out.room()) {
                 Step::Window(len) => len,

@@ -17,7 +17,7 @@
 //! device grew or shrank online), it starts from that table resized
 //! ([`Membership::prepare`]).
 
-use crate::kapi::{block::DevT, dm::TableId, rcu::RcuBox};
+use crate::kapi::{block::DevT, dm::TableId, iostat::IoStats, rcu::RcuBox};
 use crate::pure::ptbl::{min_pte_bits, PageTable, UpdateError};
 use kernel::alloc::AllocError;
 use kernel::{
@@ -73,6 +73,9 @@ pub(crate) struct Instance {
     pub(crate) geometry: Geometry,
     /// The published page table; `map()` reads it under RCU.
     pub(crate) table: RcuBox<PageTable>,
+    /// I/O routed to each path (row = path index), since this instance was
+    /// made: a reloaded table starts from zero.
+    pub(crate) path_io: IoStats,
     /// Serializes table writers; says whether the instance is live.
     #[pin]
     writer: Mutex<Liveness>,
@@ -81,10 +84,12 @@ pub(crate) struct Instance {
 impl Instance {
     /// A new, not yet live instance starting with `table`.
     pub(crate) fn new(geometry: Geometry, table: Option<KBox<PageTable>>) -> Result<Arc<Self>> {
+        let path_io = IoStats::new(geometry.dev_count as usize)?;
         Arc::pin_init(
             pin_init!(Self {
                 geometry,
                 table: RcuBox::new(table),
+                path_io,
                 writer <- new_mutex!(Liveness::Inactive, "dm_switch::Instance::writer"),
             }),
             GFP_KERNEL,

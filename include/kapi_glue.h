@@ -35,14 +35,37 @@ void kapi_percpu_u64_free(u64 __percpu *counters);
 /* Sum of counter @idx over every possible CPU. */
 u64 kapi_percpu_u64_sum(u64 __percpu *counters, unsigned int idx);
 
-/* bio_set_dev() plus the new start sector. */
-void kapi_bio_remap(struct bio *bio, struct block_device *bdev, sector_t sector);
 /*
- * The last call of a typical map(): ends the caller's RCU-sched read-side
- * critical section, this_cpu_inc(*@counter), then kapi_bio_remap().
+ * I/O statistics rows for any number of rows: each possible CPU has its own
+ * zeroed array of @rows rows, kvzalloc'd whole cache lines (alloc_percpu
+ * stops at 32 KiB), reached through a per-CPU pointer. A row is
+ * KAPI_IOSTAT_WIDTH u64s: completed-I/O counts by stat group (read, write,
+ * discard, flush: op_stat_group(), as in /proc/diskstats), then sectors by
+ * stat group. A CPU writes only its own array, with preemption disabled;
+ * like dm-stats on 64-bit, a bio accounted from an interrupt that hits
+ * between the load and the store of the same counter may go uncounted.
+ */
+#define KAPI_IOSTAT_WIDTH 8
+u64 * __percpu *kapi_iostat_alloc(size_t rows);
+void kapi_iostat_free(u64 * __percpu *stats);
+/* Adds every CPU's rows into @out (@rows * KAPI_IOSTAT_WIDTH u64s). */
+void kapi_iostat_sum(u64 * __percpu *stats, size_t rows, u64 *out);
+
+/*
+ * An empty flush clone: one flush in row @row of @stats (@row < the rows
+ * allocated), then the new start sector and bio_set_dev().
+ */
+void kapi_count_flush_remap(struct bio *bio, struct block_device *bdev, sector_t sector,
+			    u64 * __percpu *stats, size_t row);
+/*
+ * The last call of a typical map(), in the caller's RCU-sched read-side
+ * critical section: accounts @bio (one I/O and its sectors in its stat
+ * group) in row @row of @stats (@row < the rows allocated), ends the
+ * section, this_cpu_inc(*@counter), then the new start sector and bio_set_dev().
  */
 void kapi_rcu_unlock_count_remap(struct bio *bio, struct block_device *bdev,
-				 sector_t sector, u64 __percpu *counter);
+				 sector_t sector, u64 __percpu *counter,
+				 u64 * __percpu *stats, size_t row);
 
 /* Size (in sectors) and logical block size (in bytes) of a block device. */
 sector_t kapi_bdev_sectors(struct block_device *bdev);
@@ -83,6 +106,7 @@ void kapi_nla_policy_free(const struct nla_policy *policy);
  * @attrtype read as a u32 (false if absent).
  */
 const struct genl_family *kapi_genl_dump_family(struct netlink_callback *cb);
+u8 kapi_genl_dump_cmd(struct netlink_callback *cb);
 struct sk_buff *kapi_genl_dump_request_skb(struct netlink_callback *cb);
 bool kapi_genl_dump_u32(struct netlink_callback *cb, int attrtype, u32 *value);
 /* Sets the extended-ack message of the dump's request (@msg: a static string). */

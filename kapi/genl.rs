@@ -1,19 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A generic-netlink family with one `doit` command and one dump command
+//! A generic-netlink family with one `doit` command and dump commands
 //! (`net/genetlink.h`).
 //!
 //! [`Family`] registers the family and unregisters it when dropped; it owns
 //! its [`Handler`]. The family runs with `parallel_ops` (no global genl
-//! mutex), in the initial network namespace, and both commands are for
+//! mutex), in the initial network namespace, and all its commands are for
 //! senders with CAP_NET_ADMIN only (`GENL_ADMIN_PERM`).
 //!
 //! - The `doit` command ([`Handler::CMD`]) keeps the legacy, lenient
 //!   attribute validation (it is below `resv_start_op`) and one binary
 //!   request attribute; the handler gets a [`Request`] and answers through a
 //!   [`Reply`] allocated before it is called.
-//! - The dump command ([`Handler::DUMP_CMD`], above `resv_start_op`) gets
-//!   strict validation with its own policy of `u32` attributes. Its
+//! - The dump commands ([`Handler::DUMP_CMDS`], above `resv_start_op`) get
+//!   strict validation with one policy of `u32` attributes. For each dump,
 //!   [`Handler::start`] makes a cursor, [`Handler::fill`] writes messages
 //!   from it into each dump buffer ([`DumpOut`]), and the cursor is dropped
 //!   when the dump ends, however it ends.
@@ -22,7 +22,7 @@ use crate::kapi::bindings as b;
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{bindings as kb, error::to_result, ffi, prelude::*, str::CStr, ThisModule};
 
-/// A family's two commands.
+/// A family's commands.
 pub(crate) trait Handler: Send + Sync + Sized {
     /// Family name (at most 15 bytes, no NUL).
     const NAME: &'static str;
@@ -38,9 +38,9 @@ pub(crate) trait Handler: Send + Sync + Sized {
     const REQUEST_MAX_LEN: u16;
     /// Bytes of the reply's one attribute.
     const REPLY_LEN: usize;
-    /// The dump command's number (above [`Handler::CMD`]).
-    const DUMP_CMD: u8;
-    /// The dump request's attributes, each an `NLA_U32`.
+    /// The dump commands' numbers (each above [`Handler::CMD`]).
+    const DUMP_CMDS: &'static [u8];
+    /// The dump requests' attributes, each an `NLA_U32`.
     const DUMP_ATTRS: &'static [u16];
     /// State of one dump, from `start` to its end.
     type Cursor: Send;
@@ -49,8 +49,8 @@ pub(crate) trait Handler: Send + Sync + Sized {
     /// handler that acts on the request can always report that it did.
     fn handle(&self, request: &Request<'_>, reply: Reply<'_>) -> Result;
 
-    /// Starts a dump, or refuses it (the errno and a static text go back in
-    /// the `NLMSG_ERROR`'s extended ack).
+    /// Starts a dump of command `request.cmd()`, or refuses it (the errno
+    /// and a static text go back in the `NLMSG_ERROR`'s extended ack).
     fn start(&self, request: &DumpRequest<'_>) -> Result<Self::Cursor, Refusal>;
 
     /// Appends the next messages of the dump to `out`; returns whether more
@@ -171,6 +171,12 @@ pub(crate) struct DumpRequest<'a> {
 }
 
 impl DumpRequest<'_> {
+    /// The dump command (one of [`Handler::DUMP_CMDS`]).
+    pub(crate) fn cmd(&self) -> u8 {
+        // SAFETY: by the type invariant `cb` is the live callback of a dump.
+        unsafe { b::kapi_genl_dump_cmd(self.cb.cast()) }
+    }
+
     /// The `u32` request attribute `attr` (one of [`Handler::DUMP_ATTRS`]).
     pub(crate) fn u32_attr(&self, attr: u16) -> Option<u32> {
         let mut v = 0;
@@ -286,7 +292,8 @@ impl Drop for Policy {
 struct FamilyData<H: Handler> {
     family: b::genl_family,
     small_ops: [b::genl_small_ops; 1],
-    ops: [b::genl_ops; 1],
+    /// One per dump command; never resized once registered.
+    ops: KVec<b::genl_ops>,
     policy: Policy,
     dump_policy: Policy,
     handler: H,
@@ -319,7 +326,11 @@ unsafe fn family_data<'a, H: Handler>(family: *const b::genl_family) -> &'a Fami
 impl<H: Handler> Family<H> {
     /// Registers the family of `module`, served by `handler`.
     pub(crate) fn register(module: &'static ThisModule, handler: H) -> Result<Self> {
-        const { assert!(H::REPLY_LEN <= i32::MAX as usize && H::DUMP_CMD > H::CMD) };
+        const { assert!(H::REPLY_LEN <= i32::MAX as usize) };
+        let n_ops = u8::try_from(H::DUMP_CMDS.len()).map_err(|_| EINVAL)?;
+        if H::DUMP_CMDS.iter().any(|&cmd| cmd <= H::CMD) {
+            return Err(EINVAL);
+        }
         let name = H::NAME.as_bytes();
         let mut policy = Policy::new(H::REQUEST_ATTR)?;
         policy.binary(H::REQUEST_ATTR, H::REQUEST_MAX_LEN);
@@ -334,8 +345,7 @@ impl<H: Handler> Family<H> {
             family: unsafe { core::mem::zeroed() },
             // SAFETY: as above.
             small_ops: unsafe { core::mem::zeroed() },
-            // SAFETY: as above.
-            ops: unsafe { core::mem::zeroed() },
+            ops: KVec::with_capacity(H::DUMP_CMDS.len(), GFP_KERNEL)?,
             policy,
             dump_policy,
             handler,
@@ -367,17 +377,22 @@ impl<H: Handler> Family<H> {
             op.doit = Some(Self::doit);
             d.family.small_ops = d.small_ops.as_ptr();
             d.family.n_small_ops = 1;
-            // Strictly validated (no validate flags), with its own policy.
-            let op = &mut d.ops[0];
-            op.cmd = H::DUMP_CMD;
-            op.flags = b::GENL_ADMIN_PERM as u8;
-            op.policy = d.dump_policy.ptr.as_ptr();
-            op.maxattr = u32::from(dump_max);
-            op.start = Some(Self::dump_start);
-            op.dumpit = Some(Self::dumpit);
-            op.done = Some(Self::dump_done);
+            // Strictly validated (no validate flags), with their own policy.
+            for &cmd in H::DUMP_CMDS {
+                // SAFETY: all-zero is a valid genl_ops (see above).
+                let mut op: b::genl_ops = core::mem::zeroed();
+                op.cmd = cmd;
+                op.flags = b::GENL_ADMIN_PERM as u8;
+                op.policy = d.dump_policy.ptr.as_ptr();
+                op.maxattr = u32::from(dump_max);
+                op.start = Some(Self::dump_start);
+                op.dumpit = Some(Self::dumpit);
+                op.done = Some(Self::dump_done);
+                // Within the capacity reserved above: no allocation.
+                d.ops.push(op, GFP_KERNEL)?;
+            }
             d.family.ops = d.ops.as_ptr();
-            d.family.n_ops = 1;
+            d.family.n_ops = n_ops;
             &mut d.family as *mut b::genl_family
         };
         // SAFETY: a fully initialized family in pinned memory that lives
@@ -475,7 +490,8 @@ impl<H: Handler> Family<H> {
         let mut out = DumpOut {
             skb,
             cb,
-            cmd: H::DUMP_CMD,
+            // SAFETY: `cb` is the live callback of this dump.
+            cmd: unsafe { b::kapi_genl_dump_cmd(cb.cast()) },
             _p: PhantomData,
         };
         match data.handler.fill(cursor, &mut out) {

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * C glue of the kapi abstractions: forwarders for static inline kernel
- * functions the Rust crate cannot call directly. No logic lives here.
+ * functions and macros the Rust crate cannot call directly (per-CPU access
+ * among them). No target logic lives here.
  */
 #include <linux/bio.h>
 #include <linux/blkdev.h>
+#include <linux/overflow.h>
 #include <linux/percpu.h>
 #include <linux/rcupdate.h>
 #include <linux/slab.h>
@@ -43,15 +45,85 @@ u64 kapi_percpu_u64_sum(u64 __percpu *counters, unsigned int idx)
 	return sum;
 }
 
-void kapi_bio_remap(struct bio *bio, struct block_device *bdev, sector_t sector)
+static_assert(KAPI_IOSTAT_WIDTH == 2 * NR_STAT_GROUPS);
+
+void kapi_iostat_free(u64 * __percpu *stats)
+{
+	int cpu;
+
+	if (!stats)
+		return;
+	for_each_possible_cpu(cpu)
+		kvfree(*per_cpu_ptr(stats, cpu));
+	free_percpu(stats);
+}
+
+u64 * __percpu *kapi_iostat_alloc(size_t rows)
+{
+	u64 * __percpu *stats = alloc_percpu(u64 *);
+	size_t bytes;
+	int cpu;
+
+	if (!stats)
+		return NULL;
+	/* Whole cache lines: no CPU's array shares one with another's. */
+	if (check_mul_overflow(rows, KAPI_IOSTAT_WIDTH * sizeof(u64), &bytes))
+		goto fail;
+	bytes = ALIGN(max_t(size_t, bytes, 1), SMP_CACHE_BYTES);
+	for_each_possible_cpu(cpu) {
+		u64 *a = kvzalloc_node(bytes, GFP_KERNEL, cpu_to_node(cpu));
+
+		if (!a)
+			goto fail;
+		*per_cpu_ptr(stats, cpu) = a;
+	}
+	return stats;
+fail:
+	kapi_iostat_free(stats);
+	return NULL;
+}
+
+void kapi_iostat_sum(u64 * __percpu *stats, size_t rows, u64 *out)
+{
+	size_t i, n = rows * KAPI_IOSTAT_WIDTH;
+	int cpu;
+
+	for_each_possible_cpu(cpu) {
+		const u64 *a = *per_cpu_ptr(stats, cpu);
+
+		for (i = 0; i < n; i++)
+			out[i] += READ_ONCE(a[i]);
+	}
+}
+
+/* bio_set_dev() plus the new start sector. */
+static void kapi_bio_remap(struct bio *bio, struct block_device *bdev, sector_t sector)
 {
 	bio->bi_iter.bi_sector = sector;
 	bio_set_dev(bio, bdev);	/* last: ends in a tail call */
 }
 
-void kapi_rcu_unlock_count_remap(struct bio *bio, struct block_device *bdev,
-				 sector_t sector, u64 __percpu *counter)
+void kapi_count_flush_remap(struct bio *bio, struct block_device *bdev, sector_t sector,
+			    u64 * __percpu *stats, size_t row)
 {
+	u64 *r;
+
+	preempt_disable();
+	r = this_cpu_read(*stats) + row * KAPI_IOSTAT_WIDTH;
+	WRITE_ONCE(r[STAT_FLUSH], r[STAT_FLUSH] + 1);
+	preempt_enable();
+	kapi_bio_remap(bio, bdev, sector);
+}
+
+void kapi_rcu_unlock_count_remap(struct bio *bio, struct block_device *bdev,
+				 sector_t sector, u64 __percpu *counter,
+				 u64 * __percpu *stats, size_t row)
+{
+	u64 *r = this_cpu_read(*stats) + row * KAPI_IOSTAT_WIDTH;
+	int group = op_stat_group(bio_op(bio));
+
+	WRITE_ONCE(r[group], r[group] + 1);
+	WRITE_ONCE(r[NR_STAT_GROUPS + group], r[NR_STAT_GROUPS + group] + bio_sectors(bio));
 	rcu_read_unlock_sched();
 	this_cpu_inc(*counter);
 	kapi_bio_remap(bio, bdev, sector);
@@ -138,6 +210,11 @@ void kapi_nla_policy_free(const struct nla_policy *policy)
 const struct genl_family *kapi_genl_dump_family(struct netlink_callback *cb)
 {
 	return genl_info_dump(cb)->family;
+}
+
+u8 kapi_genl_dump_cmd(struct netlink_callback *cb)
+{
+	return genl_dumpit_info(cb)->op.cmd;
 }
 
 struct sk_buff *kapi_genl_dump_request_skb(struct netlink_callback *cb)

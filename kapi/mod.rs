@@ -2,7 +2,7 @@
 
 //! Safe abstractions over the kernel C APIs the 6.12 `kernel` crate does not
 //! cover: device-mapper targets, bios and `dev_t`, generic-netlink families,
-//! RCU, per-CPU counters and module attributes.
+//! RCU, per-CPU counters and I/O statistics, and module attributes.
 //!
 //! This is the only module of the crate allowed to contain `unsafe` code (the
 //! others are `#[forbid(unsafe_code)]`, see the crate root). It knows nothing
@@ -19,6 +19,7 @@ pub(crate) mod bindings;
 pub(crate) mod block;
 pub(crate) mod dm;
 pub(crate) mod genl;
+pub(crate) mod iostat;
 pub(crate) mod modattr;
 pub(crate) mod percpu;
 pub(crate) mod rcu;

@@ -3,7 +3,8 @@
 //! The DM_SWITCH generic-netlink ABI, defined once for the kernel and the
 //! agent: family name and version, command and attribute numbers, the byte
 //! layout of `struct IpcPgTable` (request) and `struct IpcResponse` (reply),
-//! the chunk size, how entries are packed into words, and the size limits.
+//! the chunk size, how entries are packed into words, the size limits, and
+//! the per-path statistics record (`struct dm_switch_path_stats`).
 //!
 //! The contract is `include/uapi/dm-switch.h` (the 2011 RFC's format,
 //! unchanged); a host test compiles a C program against that header and
@@ -21,6 +22,9 @@ pub const CMD_GET_PAGE_TBL: u8 = 1;
 /// `NETLINK_CMD_DUMP_PAGE_TBL`: the read-back command, a netlink dump whose
 /// messages each carry one `IpcPgTable` window in `NETLINK_ATTR_MSG`.
 pub const CMD_DUMP_PAGE_TBL: u8 = 2;
+/// `DM_SWITCH_CMD_DUMP_PATH_STATS`: reads each path's I/O counters, a
+/// netlink dump whose messages each carry `DM_SWITCH_ATTR_PATH_STATS`.
+pub const CMD_DUMP_PATH_STATS: u8 = 3;
 /// `NETLINK_ATTR_MSG`: the attribute holding an `IpcPgTable` (upload
 /// requests and dump replies).
 pub const ATTR_MSG: u16 = 1;
@@ -28,6 +32,9 @@ pub const ATTR_MSG: u16 = 1;
 pub const ATTR_DEV_MAJOR: u16 = 2;
 /// `DM_SWITCH_ATTR_DEV_MINOR` (u32): the device a dump reads.
 pub const ATTR_DEV_MINOR: u16 = 3;
+/// `DM_SWITCH_ATTR_PATH_STATS`: consecutive `struct dm_switch_path_stats`
+/// records ([`path_stats`]), in path order.
+pub const ATTR_PATH_STATS: u16 = 4;
 /// `DM_SWITCH_ATTR_RESPONSE`: the reply attribute holding an `IpcResponse`
 /// (the RFC used the policy constant `NLA_BINARY`, 11).
 pub const ATTR_RESPONSE: u16 = 11;
@@ -95,6 +102,66 @@ pub mod resp {
     pub const ERR_STR_SIZE: usize = super::MAX_ERR_STR_LEN + 1;
     /// `sizeof(struct IpcResponse)`.
     pub const LEN: usize = ERR_STR + ERR_STR_SIZE;
+}
+
+/// Byte offsets in `struct dm_switch_path_stats`: the I/O a switch target
+/// sent to one path since its table was loaded, as the block layer's stat
+/// groups count it (`/proc/diskstats`): index 0 read, 1 write (write-zeroes
+/// included), 2 discard, 3 flush (empty flush clones: no sectors).
+pub mod path_stats {
+    /// `path` (u32): the path's index in the table line.
+    pub const PATH: usize = 0;
+    /// `reserved` (u32): 0.
+    pub const RESERVED: usize = 4;
+    /// `ios[4]` (u64 each): bios sent, by stat group.
+    pub const IOS: usize = 8;
+    /// `sectors[4]` (u64 each): 512-byte sectors sent, by stat group.
+    pub const SECTORS: usize = 40;
+    /// Stat groups.
+    pub const GROUPS: usize = 4;
+    /// `sizeof(struct dm_switch_path_stats)`.
+    pub const LEN: usize = SECTORS + 8 * GROUPS;
+}
+
+/// One path's counters, as a `struct dm_switch_path_stats` carries them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathStats {
+    /// The path's index.
+    pub path: u32,
+    /// Bios by stat group (read, write, discard, flush).
+    pub ios: [u64; path_stats::GROUPS],
+    /// Sectors by stat group.
+    pub sectors: [u64; path_stats::GROUPS],
+}
+
+impl PathStats {
+    /// Writes the record into `buf` (at least [`path_stats::LEN`] bytes;
+    /// bytes past its end are dropped).
+    pub fn write(&self, buf: &mut [u8]) {
+        write_u32(buf, path_stats::PATH, self.path);
+        write_u32(buf, path_stats::RESERVED, 0);
+        for g in 0..path_stats::GROUPS {
+            write_u64(buf, path_stats::IOS + 8 * g, self.ios[g]);
+            write_u64(buf, path_stats::SECTORS + 8 * g, self.sectors[g]);
+        }
+    }
+
+    /// Reads the record at the start of `buf`; `None` if `buf` is shorter
+    /// than [`path_stats::LEN`].
+    pub fn read(buf: &[u8]) -> Option<Self> {
+        if buf.len() < path_stats::LEN {
+            return None;
+        }
+        let mut s = Self {
+            path: read_u32(buf, path_stats::PATH),
+            ..Self::default()
+        };
+        for g in 0..path_stats::GROUPS {
+            s.ios[g] = read_u64(buf, path_stats::IOS + 8 * g);
+            s.sectors[g] = read_u64(buf, path_stats::SECTORS + 8 * g);
+        }
+        Some(s)
+    }
 }
 
 /// The fields of a request before its entries (`struct IpcPgTable` without
@@ -203,17 +270,33 @@ pub fn read_u32(buf: &[u8], off: usize) -> u32 {
     u32::from_ne_bytes(field(buf, off))
 }
 
+/// The u64 at byte `off` of `buf` (0 unless all eight bytes are inside `buf`).
+pub fn read_u64(buf: &[u8], off: usize) -> u64 {
+    u64::from_ne_bytes(field(buf, off))
+}
+
 /// The u16 at byte `off` of `buf` (0 unless both bytes are inside `buf`).
 pub fn read_u16(buf: &[u8], off: usize) -> u16 {
     u16::from_ne_bytes(field(buf, off))
 }
 
-/// Writes `v` at byte `off` of `buf`; bytes past the end of `buf` are
-/// dropped.
-pub fn write_u32(buf: &mut [u8], off: usize, v: u32) {
-    for (i, b) in v.to_ne_bytes().into_iter().enumerate() {
+/// Writes `bytes` at byte `off` of `buf`; bytes past its end are dropped.
+fn write_bytes(buf: &mut [u8], off: usize, bytes: &[u8]) {
+    for (i, &b) in bytes.iter().enumerate() {
         if let Some(at) = off.checked_add(i).and_then(|at| buf.get_mut(at)) {
             *at = b;
         }
     }
+}
+
+/// Writes `v` at byte `off` of `buf`; bytes past the end of `buf` are
+/// dropped.
+pub fn write_u32(buf: &mut [u8], off: usize, v: u32) {
+    write_bytes(buf, off, &v.to_ne_bytes());
+}
+
+/// Writes `v` at byte `off` of `buf`; bytes past the end of `buf` are
+/// dropped.
+pub fn write_u64(buf: &mut [u8], off: usize, v: u64) {
+    write_bytes(buf, off, &v.to_ne_bytes());
 }

@@ -3,7 +3,8 @@
  * dm-switch generic-netlink ABI (family "DM_SWITCH", version 1).
  *
  * This is the wire format of the 2011 RFC "dm-switch target [v3]", unchanged,
- * so agents written against the RFC keep working. All integers are in host
+ * so agents written against the RFC keep working, and two extensions: the
+ * table read-back and the per-path statistics dumps. All integers are in host
  * byte order. The kernel module never casts a message to these structures: it
  * decodes the bytes field by field, so senders need not align the payload.
  */
@@ -78,13 +79,16 @@ struct IpcResponse {
 
 /*
  * Generic Netlink attributes. NETLINK_ATTR_MSG (binary) carries an
- * IpcPgTable; the dump command takes the device as two u32 attributes.
+ * IpcPgTable; the dump commands take the device as two u32 attributes;
+ * DM_SWITCH_ATTR_PATH_STATS (binary) carries consecutive
+ * struct dm_switch_path_stats records.
  */
 enum {
 	NETLINK_ATTR_UNSPEC,
 	NETLINK_ATTR_MSG,
 	DM_SWITCH_ATTR_DEV_MAJOR,
 	DM_SWITCH_ATTR_DEV_MINOR,
+	DM_SWITCH_ATTR_PATH_STATS,
 	NETLINK_ATTR__MAX,
 };
 #define NETLINK_ATTR_MAX (NETLINK_ATTR__MAX - 1)
@@ -111,13 +115,41 @@ enum {
  * place: another width replaces the whole table). The reply is an exact snapshot: the table
  * is copied (copy-on-write) when the dump starts. Needs CAP_SYS_ADMIN and
  * CAP_NET_ADMIN; refusals are NLMSG_ERRORs with an extended-ack text.
+ *
+ * DM_SWITCH_CMD_DUMP_PATH_STATS (an extension; same request, permissions
+ * and refusals) reads the I/O the live target of the device sent to each
+ * path since its table was loaded: a multipart reply whose messages each
+ * carry one DM_SWITCH_ATTR_PATH_STATS attribute of consecutive records, one
+ * per path, in path order, summed over the CPUs when the dump starts.
  */
 enum {
 	NETLINK_CMD_UNSPEC,
 	NETLINK_CMD_GET_PAGE_TBL,
 	NETLINK_CMD_DUMP_PAGE_TBL,
+	DM_SWITCH_CMD_DUMP_PATH_STATS,
 	NETLINK_CMD__MAX,
 };
 #define NETLINK_CMD_MAX (NETLINK_CMD__MAX - 1)
+
+/*
+ * Stat groups of struct dm_switch_path_stats, as the block layer counts
+ * them (/proc/diskstats): write-zeroes counts as a write; a flush is an
+ * empty flush clone (no sectors).
+ */
+enum {
+	DM_SWITCH_STAT_READ,
+	DM_SWITCH_STAT_WRITE,
+	DM_SWITCH_STAT_DISCARD,
+	DM_SWITCH_STAT_FLUSH,
+	DM_SWITCH_STAT_GROUPS,
+};
+
+/* One path's I/O since the table was loaded, in host byte order. */
+struct dm_switch_path_stats {
+	uint32_t path;				/* index in the table line */
+	uint32_t reserved;			/* 0 */
+	uint64_t ios[DM_SWITCH_STAT_GROUPS];	/* bios sent */
+	uint64_t sectors[DM_SWITCH_STAT_GROUPS];	/* 512-byte sectors sent */
+};
 
 #endif /* _UAPI_DM_SWITCH_H */

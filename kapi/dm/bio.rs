@@ -4,7 +4,7 @@
 //! duration of the call.
 
 use super::TargetDevice;
-use crate::kapi::{bindings as b, percpu::Slot, rcu::ReadGuard};
+use crate::kapi::{bindings as b, iostat::Row, percpu::Slot, rcu::ReadGuard};
 use core::ptr::NonNull;
 use kernel::bindings as kb;
 
@@ -85,37 +85,53 @@ impl Bio {
         unsafe { b::dm_accept_partial_bio(self.0.as_ptr().cast(), sectors) };
     }
 
-    /// Ends the RCU read-side section `guard`, adds one to `counter` on this
-    /// CPU and sends the bio to `dev` at `sector`: one call into C for the
-    /// three last steps of a typical `map()`.
+    /// Accounts the bio in `row` (one I/O and its sectors in its stat
+    /// group), ends the RCU read-side section `guard`, adds one to `counter`
+    /// on this CPU and sends the bio to `dev` at `sector`: one call into C
+    /// for the last steps of a typical `map()`.
     #[inline(always)]
     pub(crate) fn remap_counted(
         &mut self,
         dev: &TargetDevice,
         sector: u64,
         counter: Slot<'_>,
+        row: Row<'_>,
         guard: ReadGuard,
     ) {
+        let (stats, index) = row.as_raw();
         // SAFETY: DM core owns the bio in map() (type invariant); `dev`'s bdev
-        // outlives the target's bios; `counter` is live per-CPU memory and
-        // `guard` proves the RCU-sched section the call ends.
+        // outlives the target's bios; `counter` is live per-CPU memory, `row`
+        // an existing row of live statistics, and `guard` proves the
+        // RCU-sched section (preemption disabled) the call ends.
         unsafe {
             b::kapi_rcu_unlock_count_remap(
                 self.0.as_ptr().cast(),
                 dev.bdev().cast(),
                 sector,
                 counter.as_percpu_ptr(),
+                stats,
+                index,
             )
         };
         // Ended by the C function: dropping the guard would unlock twice.
         core::mem::forget(guard);
     }
 
-    /// Sends the bio to `dev` at `sector`.
-    #[inline(always)]
-    pub(crate) fn remap(&mut self, dev: &TargetDevice, sector: u64) {
+    /// Accounts an empty flush clone in `row` and sends it to `dev` at
+    /// `sector`.
+    pub(crate) fn remap_flush_counted(&mut self, dev: &TargetDevice, sector: u64, row: Row<'_>) {
+        let (stats, index) = row.as_raw();
         // SAFETY: by the type invariant DM core owns the bio in map(); `dev`'s
-        // bdev is referenced for the target's lifetime, which outlasts its bios.
-        unsafe { b::kapi_bio_remap(self.0.as_ptr().cast(), dev.bdev().cast(), sector) };
+        // bdev is referenced for the target's lifetime, which outlasts its
+        // bios; `row` is an existing row of live statistics.
+        unsafe {
+            b::kapi_count_flush_remap(
+                self.0.as_ptr().cast(),
+                dev.bdev().cast(),
+                sector,
+                stats,
+                index,
+            )
+        };
     }
 }

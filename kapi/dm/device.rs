@@ -150,6 +150,12 @@ impl TargetDevice {
         unsafe { b::kapi_bdev_logical_block_size(self.bdev().cast()) }
     }
 
+    /// An identity of the underlying block device: equal for two
+    /// `TargetDevice`s exactly when they are the same device.
+    pub(crate) fn identity(&self) -> usize {
+        self.bdev as usize
+    }
+
     /// `major:minor` name DM gave the device.
     pub(crate) fn name(&self) -> &CStr {
         // SAFETY: by the type invariant the dm_dev is live; `name` is a

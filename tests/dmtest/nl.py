@@ -7,8 +7,9 @@ import errno
 import socket
 import struct
 
-from dmtest.wire import (ATTR_DEV_MAJOR, ATTR_DEV_MINOR, ATTR_MSG, ATTR_RESPONSE, CMD_DUMP_PAGE_TBL,
-                         CMD_GET_PAGE_TBL, FAMILY_NAME, FAMILY_VERSION, Response, windows)
+from dmtest.wire import (ATTR_DEV_MAJOR, ATTR_DEV_MINOR, ATTR_MSG, ATTR_PATH_STATS, ATTR_RESPONSE,
+                         CMD_DUMP_PAGE_TBL, CMD_DUMP_PATH_STATS, CMD_GET_PAGE_TBL, FAMILY_NAME, FAMILY_VERSION,
+                         Response, path_stats_records, windows)
 
 NETLINK_GENERIC = 16
 GENL_ID_CTRL = 0x10
@@ -109,7 +110,8 @@ class Client:
 
     def dump_raw(self, attrs, cmd=CMD_DUMP_PAGE_TBL, flags=NLM_F_REQUEST | NLM_F_DUMP, between=None):
         """Sends a dump request with raw attribute bytes; returns the
-        NETLINK_ATTR_MSG payloads of the reply's messages, in order. Raises
+        payloads of the reply's messages' one attribute (NETLINK_ATTR_MSG,
+        or DM_SWITCH_ATTR_PATH_STATS for that command), in order. Raises
         NetlinkError for an NLMSG_ERROR. `between(i)` runs after the i-th
         datagram is read (to act while the dump is in progress)."""
         self.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
@@ -141,8 +143,9 @@ class Client:
                 gcmd, _ver, _res = struct.unpack_from("=BBH", msg, 16)
                 assert gcmd == cmd, f"dump message with command {gcmd}"
                 got = _parse_attrs(msg[20:length])
-                assert set(got) == {ATTR_MSG}, f"dump message attributes {sorted(got)}"
-                out.append(got[ATTR_MSG])
+                attr = ATTR_PATH_STATS if cmd == CMD_DUMP_PATH_STATS else ATTR_MSG
+                assert set(got) == {attr}, f"dump message attributes {sorted(got)}"
+                out.append(got[attr])
             if between:
                 between(n)
 
@@ -150,6 +153,15 @@ class Client:
         """The windows of a dump of device major:minor."""
         return self.dump_raw(_attr(ATTR_DEV_MAJOR, struct.pack("=I", major)) +
                              _attr(ATTR_DEV_MINOR, struct.pack("=I", minor)), **kw)
+
+    def path_stats(self, major, minor):
+        """Each path's (ios, sectors) of device major:minor, by stat group
+        (read, write, discard, flush), from DM_SWITCH_CMD_DUMP_PATH_STATS;
+        checks the records come one per path, in order."""
+        payloads = self.dump(major, minor, cmd=CMD_DUMP_PATH_STATS)
+        records = [r for p in payloads for r in path_stats_records(p)]
+        assert [r[0] for r in records] == list(range(len(records))), "records out of path order"
+        return [(ios, sectors) for _, ios, sectors in records]
 
 
 def upload(client, major, minor, values, dev_count, pte_bits, page_total=None, userland=(0, 0)):

@@ -17,10 +17,29 @@ ATTR_MSG = 1
 ATTR_DEV_MAJOR = 2          # u32, dump requests
 ATTR_DEV_MINOR = 3          # u32, dump requests
 ATTR_RESPONSE = 11          # the RFC used the policy constant NLA_BINARY
+CMD_DUMP_PATH_STATS = 3     # a dump of struct dm_switch_path_stats records
+ATTR_PATH_STATS = 4         # consecutive records, one per path
+# struct dm_switch_path_stats: path, reserved, ios[4], sectors[4]; the stat
+# groups are read, write (write-zeroes included), discard, flush.
+PATH_STATS = struct.Struct("=II4Q4Q")
+assert PATH_STATS.size == 72
+STAT_READ, STAT_WRITE, STAT_DISCARD, STAT_FLUSH = range(4)
 OPCODE_PAGE_TABLE_UPLOAD = 1
 CHUNK = 8192                # CHUNK_PTE_COUNT: entries per chunk
 MAX_MSG = 65480             # MAX_IPC_MSG_LEN: largest NETLINK_ATTR_MSG payload
 MAX_ERR_STR_LEN = 255
+
+
+def path_stats_records(payload):
+    """The records of one DM_SWITCH_ATTR_PATH_STATS payload, as
+    (path, ios, sectors) with 4-tuples by stat group."""
+    assert len(payload) % PATH_STATS.size == 0, f"{len(payload)} bytes of path records"
+    out = []
+    for off in range(0, len(payload), PATH_STATS.size):
+        f = PATH_STATS.unpack_from(payload, off)
+        assert f[1] == 0, "reserved is not 0"
+        out.append((f[0], f[2:6], f[6:10]))
+    return out
 
 # struct IpcPgTable: "=9IHBB" then the packed words.
 HEADER = struct.Struct("=9IHBB")

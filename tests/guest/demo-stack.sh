@@ -70,6 +70,8 @@ fio --name=demo --filename=/dev/mapper/demo-sw --direct=1 --ioengine=io_uring --
 fio_pid=$!
 until [ "$(ios demo-sw)" -gt 100 ]; do sleep 1; done   # fio starts slowly under TCG
 show
+echo "The switch's own view: I/O per member (path of the switch), rates over 2 s"
+run "$agent" status demo-sw --watch 2 --count 1
 
 say "6. Member 0 loses both direct paths: their tables become failing dm-flakey"
 for p in demo-m0a demo-m0b; do
@@ -80,6 +82,8 @@ sleep 2
 run dmsetup status demo-m0
 echo "(group 1 disabled or enabled with both paths F; group 2, the other members' paths, active)"
 show
+run "$agent" status demo-sw --watch 2 --count 1
+echo "(the switch still routes member 0's regions to member 0: multipath below serves them)"
 echo "member 0 still completes I/O; its own paths carry none; the other members' paths carry it."
 
 say "7. Paths back: linear tables, reinstate_path, then failback to group 1 (what multipathd does)"

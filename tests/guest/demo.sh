@@ -60,9 +60,15 @@ for r in $(seq 0 15); do
 done
 [ "$wrong" = 0 ] || { echo "demo: data landed on the wrong path" >&2; exit 1; }
 
-say "7. Counters and userland words, from the kernel"
+say "7. Counters and userland words, from the kernel: the I/O each path got"
 run "$agent" status demo
 run dmsetup status demo
+
+say "7b. Per-path rates while a reader loops over regions 4-9 (path 0): one JSON line a second"
+( while :; do dd if=/dev/mapper/demo of=/dev/null bs=64k skip=$((4 * 32)) count=$((6 * 32)) iflag=direct status=none; done ) &
+reader=$!
+run "$agent" status demo --watch 1 --count 3
+kill "$reader"; wait "$reader" 2>/dev/null || true
 
 say "8. Clean up"
 run dmsetup remove demo

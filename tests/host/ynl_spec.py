@@ -46,11 +46,13 @@ def main(ksrc):
         "dev-major": (attrs["dev-major"], abi["ATTR_DEV_MAJOR"]),
         "dev-minor": (attrs["dev-minor"], abi["ATTR_DEV_MINOR"]),
         "response": (attrs["response"], abi["ATTR_RESPONSE"]),
+        "dump-path-stats": (ops["dump-path-stats"], abi["CMD_DUMP_PATH_STATS"]),
+        "path-stats": (attrs["path-stats"], abi["ATTR_PATH_STATS"]),
     }
     bad = {k: v for k, v in want.items() if v[0] != v[1]}
     assert not bad, f"the YNL spec disagrees with pure/abi.rs (spec, abi): {bad}"
-    assert set(attrs) == {"msg", "dev-major", "dev-minor", "response"}, attrs
-    assert set(ops) == {"get-page-tbl", "dump-page-tbl"}, ops
+    assert set(attrs) == {"msg", "dev-major", "dev-minor", "path-stats", "response"}, attrs
+    assert set(ops) == {"get-page-tbl", "dump-page-tbl", "dump-path-stats"}, ops
     print(f"ynl spec: {SPEC.relative_to(REPO)} passes the schema; {len(want)} names and numbers match pure/abi.rs")
 
 

@@ -45,6 +45,13 @@ printf("const.NETLINK_ATTR_MSG %d\n", NETLINK_ATTR_MSG);
     printf("const.DM_SWITCH_ATTR_DEV_MAJOR %d\n", DM_SWITCH_ATTR_DEV_MAJOR);
     printf("const.DM_SWITCH_ATTR_DEV_MINOR %d\n", DM_SWITCH_ATTR_DEV_MINOR);
 printf("const.DM_SWITCH_ATTR_RESPONSE %d\n", DM_SWITCH_ATTR_RESPONSE);
+printf("const.DM_SWITCH_CMD_DUMP_PATH_STATS %d\n", DM_SWITCH_CMD_DUMP_PATH_STATS);
+printf("const.DM_SWITCH_ATTR_PATH_STATS %d\n", DM_SWITCH_ATTR_PATH_STATS);
+printf("const.DM_SWITCH_STAT_GROUPS %d\n", DM_SWITCH_STAT_GROUPS);
+printf("const.DM_SWITCH_STAT_FLUSH %d\n", DM_SWITCH_STAT_FLUSH);
+O(dm_switch_path_stats, path); O(dm_switch_path_stats, reserved);
+O(dm_switch_path_stats, ios); O(dm_switch_path_stats, sectors);
+printf("sizeof.dm_switch_path_stats %zu\n", sizeof(struct dm_switch_path_stats));
 printf("const.OPCODE_PAGE_TABLE_UPLOAD %d\n", OPCODE_PAGE_TABLE_UPLOAD);
 printf("name %s\n", DM_SWITCH_GENL_NAME);
 return 0;
@@ -111,6 +118,30 @@ return 0;
         ("const.DM_SWITCH_ATTR_DEV_MAJOR", ATTR_DEV_MAJOR.to_string()),
         ("const.DM_SWITCH_ATTR_DEV_MINOR", ATTR_DEV_MINOR.to_string()),
         ("const.DM_SWITCH_ATTR_RESPONSE", ATTR_RESPONSE.to_string()),
+        (
+            "const.DM_SWITCH_CMD_DUMP_PATH_STATS",
+            CMD_DUMP_PATH_STATS.to_string(),
+        ),
+        (
+            "const.DM_SWITCH_ATTR_PATH_STATS",
+            ATTR_PATH_STATS.to_string(),
+        ),
+        (
+            "const.DM_SWITCH_STAT_GROUPS",
+            path_stats::GROUPS.to_string(),
+        ),
+        ("const.DM_SWITCH_STAT_FLUSH", "3".into()),
+        ("dm_switch_path_stats.path", path_stats::PATH.to_string()),
+        (
+            "dm_switch_path_stats.reserved",
+            path_stats::RESERVED.to_string(),
+        ),
+        ("dm_switch_path_stats.ios", path_stats::IOS.to_string()),
+        (
+            "dm_switch_path_stats.sectors",
+            path_stats::SECTORS.to_string(),
+        ),
+        ("sizeof.dm_switch_path_stats", path_stats::LEN.to_string()),
         (
             "const.OPCODE_PAGE_TABLE_UPLOAD",
             OPCODE_PAGE_TABLE_UPLOAD.to_string(),

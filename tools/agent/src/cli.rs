@@ -139,7 +139,18 @@ Format (TOML), one [[switch]] table per device:\n\
     CheckConfig(ConfigArg),
     /// Show the switch target's paths, userland words and I/O counters.
     #[command(
-        after_help = "Examples:\n  dm-switch status sw0\n  dm-switch status /dev/dm-3 --json"
+        long_about = "Show a switch device's status: its paths and their states, the userland\n\
+words, the remapped and unmapped I/O counts (`dmsetup status`), and the I/O\n\
+the kernel sent to each path since the table was loaded (read over netlink):\n\
+bios and sectors routed, the path's share of them, reads, writes, discards\n\
+(bios and MiB) and flushes (an empty flush goes to every path). Counts follow\n\
+/proc/diskstats: write-zeroes count as writes.\n\n\
+--watch SECONDS shows rates per second over each interval instead: a table\n\
+redrawn in place on a terminal, one JSON object per line otherwise\n\
+({\"time\", \"interval\", \"name\", \"paths\": [...]}), until interrupted or\n\
+--count intervals have passed.",
+        after_help = "Examples:\n  dm-switch status sw0\n  dm-switch status /dev/dm-3 --json\n  \
+dm-switch status sw0 --watch 1\n  dm-switch status sw0 --watch 5 --count 12 > rates.jsonl"
     )]
     Status(StatusArgs),
 }
@@ -266,8 +277,26 @@ pub struct StatusArgs {
     #[arg(value_name = "DEV")]
     pub dev: String,
     /// Print JSON instead of text.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     pub json: bool,
+    /// Show per-path rates every SECONDS (0.1 to 86400).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_interval)]
+    pub watch: Option<f64>,
+    /// With --watch: stop after N intervals.
+    #[arg(long, value_name = "N", requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+}
+
+/// Parses `--watch SECONDS`: a number from 0.1 to 86400.
+pub fn parse_interval(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(0.1..=86400.0).contains(&v) {
+        return Err(format!("{s} seconds is out of range (0.1 to 86400)"));
+    }
+    Ok(v)
 }
 
 /// Parses a u32 in decimal or `0x` hexadecimal.
@@ -318,6 +347,34 @@ mod tests {
             .contains("32 bits"));
         assert!(parse_userland("0x,1").unwrap_err().contains("hexadecimal"));
         assert!(parse_userland("-1,1").is_err());
+    }
+
+    #[test]
+    fn watch_arguments() {
+        assert_eq!(parse_interval("0.5"), Ok(0.5));
+        assert!(parse_interval("0").unwrap_err().contains("out of range"));
+        assert!(parse_interval("NaN").unwrap_err().contains("out of range"));
+        assert!(parse_interval("1s").unwrap_err().contains("not a number"));
+        let c = Cli::try_parse_from(["dm-switch", "status", "sw0", "--watch", "2", "--count", "3"])
+            .unwrap();
+        let Command::Status(s) = c.command else {
+            panic!("not status")
+        };
+        assert_eq!((s.watch, s.count), (Some(2.0), Some(3)));
+        assert!(Cli::try_parse_from(["dm-switch", "status", "sw0", "--count", "3"]).is_err());
+        assert!(
+            Cli::try_parse_from(["dm-switch", "status", "sw0", "--watch", "1", "--json"]).is_err()
+        );
+        assert!(Cli::try_parse_from([
+            "dm-switch",
+            "status",
+            "sw0",
+            "--watch",
+            "1",
+            "--count",
+            "0"
+        ])
+        .is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod activate;
 pub mod cli;
 pub mod config;
 pub mod device;
+pub mod iostats;
 pub mod lifecycle;
 pub mod mapping;
 pub mod netlink;

@@ -2,13 +2,14 @@
 //!
 //! `upload` sends a region table to the kernel module over generic netlink;
 //! `dump` reads the live table back; `status` shows the target's `dmsetup
-//! status` in words or JSON; `activate`, `deactivate` and `check-config`
+//! status` and the I/O sent to each path, in words or JSON, or their rates
+//! (`--watch`); `activate`, `deactivate` and `check-config`
 //! manage the switch devices of a configuration file. Exit codes:
 //! 0 success, 1 usage or user error, 2 the kernel refused.
 
 use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -20,6 +21,7 @@ use dm_switch::cli::{
 };
 use dm_switch::config::{self, Config, SwitchSpec};
 use dm_switch::device::{self, Device};
+use dm_switch::iostats;
 use dm_switch::mapping::{self, Mapping, PackedTable};
 use dm_switch::netlink;
 use dm_switch::plan::{Params, Source, UploadPlan};
@@ -341,13 +343,23 @@ fn status(a: StatusArgs) -> Result<()> {
     let dev = device::resolve(&a.dev)?;
     let st = device::parse_status(&device::live_targets(&dev, device::Query::Status)?)
         .with_context(|| format!("device {}", dev.name))?;
+    let devs: Vec<String> = st.paths.iter().map(|p| p.dev.clone()).collect();
+    let mut ch = netlink::Channel::open()?;
+    if let Some(interval) = a.watch {
+        return watch(&mut ch, &dev, &devs, interval, a.count);
+    }
+    let rows = iostats::rows(&transfer::read_path_stats(&mut ch, &dev)?, None, 0.0, &devs);
     let text = if a.json {
+        let mut paths = iostats::json_rows(&rows, false);
+        for (p, s) in paths.as_array_mut().into_iter().flatten().zip(&st.paths) {
+            p["state"] = s.state.clone().into();
+        }
         let v = serde_json::json!({
             "name": dev.name,
             "major": dev.major,
             "minor": dev.minor,
             "dev_count": st.dev_count,
-            "paths": st.paths,
+            "paths": paths,
             "userland": st.userland,
             "remapped": st.remapped,
             "unmapped": st.unmapped,
@@ -365,14 +377,62 @@ fn status(a: StatusArgs) -> Result<()> {
             s += &format!("  path {i}: {} {}\n", p.dev, p.state);
         }
         s += &format!(
-            "userland: {:#010x} {:#010x}\nremapped I/Os: {}\nunmapped I/Os: {}\n",
+            "userland: {:#010x} {:#010x}\nremapped I/Os: {}\nunmapped I/Os: {}\n\
+             I/O sent to each path since the table was loaded:\n",
             st.userland[0], st.userland[1], st.remapped, st.unmapped
         );
-        s
+        s + &iostats::table(&rows, false)
     };
     io::stdout()
         .lock()
         .write_all(text.as_bytes())
         .context("cannot write output")?;
+    Ok(())
+}
+
+/// `status --watch`: per-path rates every `interval` seconds, a table
+/// redrawn on a terminal or a JSON line each into a pipe; stops after
+/// `count` intervals, or when the reader of the pipe goes away.
+fn watch(
+    ch: &mut netlink::Channel,
+    dev: &Device,
+    devs: &[String],
+    interval: f64,
+    count: Option<u64>,
+) -> Result<()> {
+    let terminal = io::stdout().is_terminal();
+    let mut before = transfer::read_path_stats(ch, dev)?;
+    let mut since = Instant::now();
+    for n in 1.. {
+        std::thread::sleep(Duration::from_secs_f64(interval));
+        let now = transfer::read_path_stats(ch, dev)?;
+        let at = Instant::now();
+        let seconds = at.duration_since(since).as_secs_f64();
+        let rows = iostats::rows(&now, Some(&before), seconds, devs);
+        let text = if terminal {
+            format!(
+                "\x1b[H\x1b[2J{} ({}:{}): per-path rates over {seconds:.1} s (Ctrl-C stops)\n{}",
+                dev.name,
+                dev.major,
+                dev.minor,
+                iostats::table(&rows, true)
+            )
+        } else {
+            let unix = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            iostats::watch_line(&dev.name, unix, seconds, &rows) + "\n"
+        };
+        let mut out = io::stdout().lock();
+        match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(e).context("cannot write output"),
+        }
+        if count == Some(n) {
+            break;
+        }
+        (before, since) = (now, at);
+    }
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! The generic-netlink channel to the kernel module: the `DM_SWITCH` family
 //! as a [`GenlFamily`], family-id resolution through the controller
 //! (`CTRL_CMD_GETFAMILY`, falling back to `/sys/module/dm_switch/familyid`),
-//! one request/reply exchange per uploaded window, and the dump that reads
-//! the live table back (`NETLINK_CMD_DUMP_PAGE_TBL`).
+//! one request/reply exchange per uploaded window, and the dumps that read
+//! the live table back (`NETLINK_CMD_DUMP_PAGE_TBL`) and the I/O sent to
+//! each path (`DM_SWITCH_CMD_DUMP_PATH_STATS`).
 //!
 //! Framing is done by `netlink-packet-core`/`-generic`; the socket is
 //! `netlink-sys`. This module only adds the family's attributes.
@@ -47,6 +48,8 @@ pub enum DmSwitchAttr {
     DevMajor(u32),
     /// `DM_SWITCH_ATTR_DEV_MINOR`: the device a dump reads.
     DevMinor(u32),
+    /// `DM_SWITCH_ATTR_PATH_STATS`: `struct dm_switch_path_stats` records.
+    PathStats(Vec<u8>),
     /// Anything else, kept as is.
     Other(DefaultNla),
 }
@@ -54,7 +57,9 @@ pub enum DmSwitchAttr {
 impl Nla for DmSwitchAttr {
     fn value_len(&self) -> usize {
         match self {
-            DmSwitchAttr::Msg(v) | DmSwitchAttr::Response(v) => v.len(),
+            DmSwitchAttr::Msg(v) | DmSwitchAttr::Response(v) | DmSwitchAttr::PathStats(v) => {
+                v.len()
+            }
             DmSwitchAttr::DevMajor(_) | DmSwitchAttr::DevMinor(_) => 4,
             DmSwitchAttr::Other(n) => n.value_len(),
         }
@@ -66,13 +71,16 @@ impl Nla for DmSwitchAttr {
             DmSwitchAttr::Response(_) => wire::ATTR_RESPONSE,
             DmSwitchAttr::DevMajor(_) => wire::ATTR_DEV_MAJOR,
             DmSwitchAttr::DevMinor(_) => wire::ATTR_DEV_MINOR,
+            DmSwitchAttr::PathStats(_) => wire::ATTR_PATH_STATS,
             DmSwitchAttr::Other(n) => n.kind(),
         }
     }
 
     fn emit_value(&self, buffer: &mut [u8]) {
         match self {
-            DmSwitchAttr::Msg(v) | DmSwitchAttr::Response(v) => buffer.copy_from_slice(v),
+            DmSwitchAttr::Msg(v) | DmSwitchAttr::Response(v) | DmSwitchAttr::PathStats(v) => {
+                buffer.copy_from_slice(v)
+            }
             DmSwitchAttr::DevMajor(n) | DmSwitchAttr::DevMinor(n) => {
                 buffer.copy_from_slice(&n.to_ne_bytes())
             }
@@ -86,6 +94,7 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for DmSwitchAttr {
         Ok(match buf.kind() {
             wire::ATTR_MSG => DmSwitchAttr::Msg(buf.value().to_vec()),
             wire::ATTR_RESPONSE => DmSwitchAttr::Response(buf.value().to_vec()),
+            wire::ATTR_PATH_STATS => DmSwitchAttr::PathStats(buf.value().to_vec()),
             kind @ (wire::ATTR_DEV_MAJOR | wire::ATTR_DEV_MINOR) if buf.value().len() == 4 => {
                 let v = wire::read_u32(buf.value(), 0);
                 if kind == wire::ATTR_DEV_MAJOR {
@@ -117,12 +126,30 @@ impl DmSwitchMsg {
         }
     }
 
-    /// A dump request for the live table of `major:minor`.
-    pub fn dump(major: u32, minor: u32) -> Self {
+    /// A dump request of `cmd` (`NETLINK_CMD_DUMP_PAGE_TBL` or
+    /// `DM_SWITCH_CMD_DUMP_PATH_STATS`) for the device `major:minor`.
+    pub fn dump(cmd: u8, major: u32, minor: u32) -> Self {
         Self {
-            cmd: wire::CMD_DUMP_PAGE_TBL,
+            cmd,
             nlas: vec![DmSwitchAttr::DevMajor(major), DmSwitchAttr::DevMinor(minor)],
         }
+    }
+
+    /// The records of the `DM_SWITCH_ATTR_PATH_STATS` attribute, if present;
+    /// an error if its length is not a whole number of records.
+    pub fn path_stats(&self) -> Option<Result<Vec<wire::PathStats>>> {
+        self.nlas.iter().find_map(|n| match n {
+            DmSwitchAttr::PathStats(v) if v.len() % wire::path_stats::LEN == 0 => Some(Ok(v
+                .chunks_exact(wire::path_stats::LEN)
+                .filter_map(wire::PathStats::read)
+                .collect())),
+            DmSwitchAttr::PathStats(v) => Some(Err(anyhow!(
+                "a DM_SWITCH_ATTR_PATH_STATS of {} bytes is not a whole number of {}-byte records",
+                v.len(),
+                wire::path_stats::LEN
+            ))),
+            _ => None,
+        })
     }
 
     /// The `NETLINK_ATTR_MSG` attribute (an `IpcPgTable`), if present.
@@ -460,27 +487,67 @@ impl Channel {
 }
 
 impl Channel {
-    /// Reads the live table of `major:minor` back: the `IpcPgTable` windows
-    /// of the dump, in order, or the error that refused it.
-    pub fn dump(&mut self, major: u32, minor: u32) -> Result<Result<Vec<Vec<u8>>, CoreError>> {
+    /// Runs dump `cmd` for `major:minor`: its messages, or the error that
+    /// refused it.
+    fn run_dump(
+        &mut self,
+        cmd: u8,
+        major: u32,
+        minor: u32,
+    ) -> Result<Result<Vec<DmSwitchMsg>, CoreError>> {
         let seq = self.next_seq();
-        let mut genl = GenlMessage::from_payload(DmSwitchMsg::dump(major, minor));
+        let mut genl = GenlMessage::from_payload(DmSwitchMsg::dump(cmd, major, minor));
         genl.set_resolved_family_id(self.family_id);
         let bytes = serialize(genl, seq, NLM_F_REQUEST | NLM_F_DUMP);
         let (messages, err) = self.exchange::<GenlMessage<DmSwitchMsg>>(&bytes, seq)?;
-        if let Some(e) = err {
-            return Ok(Err(e));
-        }
+        Ok(match err {
+            Some(e) => Err(e),
+            None => Ok(messages.into_iter().map(|m| m.payload).collect()),
+        })
+    }
+
+    /// Reads the live table of `major:minor` back: the `IpcPgTable` windows
+    /// of the dump, in order, or the error that refused it.
+    pub fn dump(&mut self, major: u32, minor: u32) -> Result<Result<Vec<Vec<u8>>, CoreError>> {
+        let messages = match self.run_dump(wire::CMD_DUMP_PAGE_TBL, major, minor)? {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(e)),
+        };
         messages
             .iter()
             .map(|m| {
-                m.payload
-                    .window()
+                m.window()
                     .map(<[u8]>::to_vec)
                     .ok_or_else(|| anyhow!("a dump message without NETLINK_ATTR_MSG"))
             })
             .collect::<Result<Vec<_>>>()
             .map(Ok)
+    }
+
+    /// Reads the I/O the live target of `major:minor` sent to each path:
+    /// one record per path, in path order, or the error that refused it.
+    pub fn path_stats(
+        &mut self,
+        major: u32,
+        minor: u32,
+    ) -> Result<Result<Vec<wire::PathStats>, CoreError>> {
+        let messages = match self.run_dump(wire::CMD_DUMP_PATH_STATS, major, minor)? {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut records = Vec::new();
+        for m in &messages {
+            let part = m.path_stats().ok_or_else(|| {
+                anyhow!("a path statistics message without DM_SWITCH_ATTR_PATH_STATS")
+            })??;
+            records.extend(part);
+        }
+        for (i, r) in records.iter().enumerate() {
+            if r.path as usize != i {
+                bail!("the kernel sent path {} where path {i} was due", r.path);
+            }
+        }
+        Ok(Ok(records))
     }
 }
 

@@ -12,6 +12,7 @@ use crate::device::Device;
 use crate::netlink::{self, Channel, Outcome};
 use crate::plan::{UploadPlan, Window};
 use crate::readback::TableImage;
+use crate::wire::PathStats;
 
 /// The kernel (module or genetlink core) said no. The command line exits
 /// with code 2 for it.
@@ -79,6 +80,21 @@ pub fn send_windows(
         sent(w);
     }
     Ok(())
+}
+
+/// Reads the I/O the live target of `dev` sent to each path (a netlink
+/// dump): one record per path.
+pub fn read_path_stats(ch: &mut Channel, dev: &Device) -> Result<Vec<PathStats>> {
+    ch.path_stats(dev.major, dev.minor)?
+        .map_err(|(errno, text)| {
+            KernelRefusal(format!(
+                "kernel refused to read the path statistics of {}: {} ({})",
+                dev.name,
+                text.unwrap_or_else(|| strerror(errno)),
+                netlink::errno_name(errno)
+            ))
+            .into()
+        })
 }
 
 /// Reads the live table of `dev` back (a netlink dump).
