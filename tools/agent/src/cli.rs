@@ -142,9 +142,10 @@ Format (TOML), one [[switch]] table per device:\n\
         long_about = "Show a switch device's status: its paths and their states, the userland\n\
 words, the remapped and unmapped I/O counts (`dmsetup status`), and the I/O\n\
 the kernel sent to each path since the table was loaded (read over netlink):\n\
-bios and sectors routed, the path's share of them, reads, writes, discards\n\
-(bios and MiB) and flushes (an empty flush goes to every path). Counts follow\n\
-/proc/diskstats: write-zeroes count as writes.\n\n\
+bios and sectors routed, the path's share of the bios, reads and writes (bios\n\
+and MiB), discards and flushes (an empty flush goes once to each device, on\n\
+the first path over it). Counts follow /proc/diskstats: write-zeroes\n\
+count as writes.\n\n\
 --watch SECONDS shows rates per second over each interval instead: a table\n\
 redrawn in place on a terminal, one JSON object per line otherwise\n\
 ({\"time\", \"interval\", \"name\", \"paths\": [...]}), until interrupted or\n\

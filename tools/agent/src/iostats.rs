@@ -129,11 +129,11 @@ fn mib(sectors: f64) -> f64 {
 pub fn table(rows: &[PathRow], rate: bool) -> String {
     let (n, m) = if rate { ("/s", "MiB/s") } else { ("", "MiB") };
     let mut s = format!(
-        "{:>5} {:<10} {:>12} {:>10} {:>6} {:>12} {:>10} {:>12} {:>10} {:>10} {:>9}\n",
+        "{:>5} {:<10} {:>12} {:>14} {:>6} {:>12} {:>10} {:>12} {:>10} {:>10} {:>9}\n",
         "PATH",
         "DEVICE",
         format!("BIOS{n}"),
-        m,
+        format!("SECTORS{n}"),
         "SHARE",
         format!("READS{n}"),
         format!("READ {m}"),
@@ -146,11 +146,11 @@ pub fn table(rows: &[PathRow], rate: bool) -> String {
     for r in rows {
         let _ = writeln!(
             s,
-            "{:>5} {:<10} {:>12.prec$} {:>10.1} {:>5.1}% {:>12.prec$} {:>10.1} {:>12.prec$} {:>10.1} {:>10.prec$} {:>9.prec$}",
+            "{:>5} {:<10} {:>12.prec$} {:>14.prec$} {:>5.1}% {:>12.prec$} {:>10.1} {:>12.prec$} {:>10.1} {:>10.prec$} {:>9.prec$}",
             r.path,
             r.dev,
             r.bios,
-            mib(r.sectors),
+            r.sectors,
             r.share * 100.0,
             r.reads,
             mib(r.read_sectors),
