@@ -8,21 +8,23 @@ never reach them) and the counts are exact."""
 import errno
 import json
 import os
+import shlex
 import struct
 import subprocess
-import shlex
+import sys
 import threading
 
 import pytest
 
-from conftest import AGENT, FLUSHES, SECTOR, Switch, marker, read_at, sh, write_at
-from dmtest.placement import _buf
+from conftest import AGENT, FLUSHES, REPO, SECTOR, Switch, marker, read_at, sh, write_at
 from dmtest import nl, wire
+from dmtest.placement import _buf
 
 pytestmark = pytest.mark.usefixtures("kernel_log_guard")
 
 R, W, D, F = wire.STAT_READ, wire.STAT_WRITE, wire.STAT_DISCARD, wire.STAT_FLUSH
 GUARD = 131072  # sectors of `zero` target before and after each switch
+KSRC = os.environ.get("DM_SWITCH_KSRC")
 
 
 def stats(client, dev):
@@ -282,3 +284,21 @@ def test_agent_status_table_json_and_watch(env, client):
         assert p1["write_sectors"] == pytest.approx(8 * p1["writes"]), ln
     bad = subprocess.run([str(AGENT), "status", dev.name, "--watch", "0"], capture_output=True, text=True)
     assert bad.returncode == 1 and "out of range" in bad.stderr
+
+
+@pytest.mark.skipif(not KSRC, reason="needs the kernel tree (make check passes DM_SWITCH_KSRC)")
+def test_ynl_cli_reads_path_stats(env, client):
+    """The kernel tree's own YNL client, driven by our spec, reads the same
+    records as ours."""
+    sw = Switch(env, "swpsy", regions=16, region=64, fmt="upstream", guard=GUARD)
+    for r in range(5):
+        write_at(sw.dev.path, sw.offset(r * 64), marker("y", 4096))
+    settle()
+    cli = [sys.executable, f"{KSRC}/tools/net/ynl/cli.py", "--spec", str(REPO / "include/uapi/dm_switch.yaml"),
+           "--schema", f"{KSRC}/Documentation/netlink/genetlink-legacy.yaml", "--output-json", "--dump",
+           "dump-path-stats", "--json", json.dumps({"dev-major": sw.dev.major, "dev-minor": sw.dev.minor})]
+    r = subprocess.run(cli, capture_output=True, text=True)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    records = [rec for m in json.loads(r.stdout) for rec in wire.path_stats_records(bytes.fromhex(m["path-stats"]))]
+    assert [(ios, sectors) for _, ios, sectors in records] == stats(client, sw.dev)
+    assert [ios[W] for _, ios, _ in records] == [2, 2, 1]
