@@ -39,7 +39,7 @@ u64 kapi_percpu_u64_sum(u64 __percpu *counters, unsigned int idx);
  * I/O statistics rows for any number of rows: each possible CPU has its own
  * zeroed array of @rows rows, kvzalloc'd whole cache lines (alloc_percpu
  * stops at 32 KiB), reached through a per-CPU pointer. A row is
- * KAPI_IOSTAT_WIDTH u64s: completed-I/O counts by stat group (read, write,
+ * KAPI_IOSTAT_WIDTH u64s: I/O (bio) counts by stat group (read, write,
  * discard, flush: op_stat_group(), as in /proc/diskstats), then sectors by
  * stat group. A CPU writes only its own array, with preemption disabled;
  * like dm-stats on 64-bit, a bio accounted from an interrupt that hits
@@ -48,7 +48,7 @@ u64 kapi_percpu_u64_sum(u64 __percpu *counters, unsigned int idx);
 #define KAPI_IOSTAT_WIDTH 8
 u64 * __percpu *kapi_iostat_alloc(size_t rows);
 void kapi_iostat_free(u64 * __percpu *stats);
-/* Adds every CPU's rows into @out (@rows * KAPI_IOSTAT_WIDTH u64s). */
+/* Adds every CPU's rows into @out (@rows * KAPI_IOSTAT_WIDTH u64s); may sleep. */
 void kapi_iostat_sum(u64 * __percpu *stats, size_t rows, u64 *out);
 
 /*

@@ -71,7 +71,7 @@ u64 * __percpu *kapi_iostat_alloc(size_t rows)
 		goto fail;
 	bytes = ALIGN(max_t(size_t, bytes, 1), SMP_CACHE_BYTES);
 	for_each_possible_cpu(cpu) {
-		u64 *a = kvzalloc_node(bytes, GFP_KERNEL, cpu_to_node(cpu));
+		u64 *a = kvzalloc_node(bytes, GFP_KERNEL_ACCOUNT, cpu_to_node(cpu));
 
 		if (!a)
 			goto fail;
@@ -93,6 +93,7 @@ void kapi_iostat_sum(u64 * __percpu *stats, size_t rows, u64 *out)
 
 		for (i = 0; i < n; i++)
 			out[i] += READ_ONCE(a[i]);
+		cond_resched();
 	}
 }
 

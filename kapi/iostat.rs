@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Per-CPU I/O statistics in rows, for any number of rows: each row counts
-//! completed I/Os and sectors by the block layer's stat groups (read, write,
+//! I/Os (bios) and sectors by the block layer's stat groups (read, write,
 //! discard, flush: `op_stat_group()`, as in `/proc/diskstats`).
+//!
+//! Memory: 64 bytes per row for each possible CPU (4 MiB per CPU at 65,535
+//! rows), charged to the allocating task's memory cgroup.
 //!
 //! `alloc_percpu` stops at 32 KiB, so each possible CPU has its own zeroed
 //! array of rows (kvzalloc'd whole cache lines, `include/kapi_glue.h`),
@@ -24,7 +27,7 @@ pub(crate) const GROUPS: usize = 4;
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub(crate) struct IoCounts {
-    /// Completed I/Os (bios) by stat group.
+    /// I/Os (bios) accounted, by stat group.
     pub(crate) ios: [u64; GROUPS],
     /// 512-byte sectors by stat group.
     pub(crate) sectors: [u64; GROUPS],
@@ -96,7 +99,7 @@ impl IoStats {
     }
 
     /// Every row summed over the CPUs. Each counter is read once, while
-    /// writers go on: a sum is never below an earlier one.
+    /// writers go on. May sleep.
     pub(crate) fn sum(&self) -> Result<KVVec<IoCounts>> {
         let mut out = KVVec::from_elem(IoCounts::default(), self.rows, GFP_KERNEL)?;
         // SAFETY: `ptr` is a live allocation of `rows` rows (type invariant);

@@ -117,10 +117,11 @@ enum {
  * CAP_NET_ADMIN; refusals are NLMSG_ERRORs with an extended-ack text.
  *
  * DM_SWITCH_CMD_DUMP_PATH_STATS (an extension; same request, permissions
- * and refusals) reads the I/O the live target of the device sent to each
- * path since its table was loaded: a multipart reply whose messages each
- * carry one DM_SWITCH_ATTR_PATH_STATS attribute of consecutive records, one
- * per path, in path order, summed over the CPUs when the dump starts.
+ * and refusals, but a suspended device's counters can be read) reads the I/O
+ * the device's switch target sent to each path since its table was loaded: a
+ * multipart reply whose messages each carry one DM_SWITCH_ATTR_PATH_STATS
+ * attribute of consecutive records, one per path, in path order, summed over
+ * the CPUs when the dump starts.
  */
 enum {
 	NETLINK_CMD_UNSPEC,

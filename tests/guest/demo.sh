@@ -65,7 +65,7 @@ run "$agent" status demo
 run dmsetup status demo
 
 say "7b. Per-path rates while a reader loops over regions 4-9 (path 0): one JSON line a second"
-( while :; do dd if=/dev/mapper/demo of=/dev/null bs=64k skip=$((4 * 32)) count=$((6 * 32)) iflag=direct status=none; done ) &
+( while :; do dd if=/dev/mapper/demo of=/dev/null bs=64k skip=$((4 * 16)) count=$((6 * 16)) iflag=direct status=none; done ) &
 reader=$!
 run "$agent" status demo --watch 1 --count 3
 kill "$reader"; wait "$reader" 2>/dev/null || true

@@ -244,7 +244,6 @@ def test_agent_status_table_json_and_watch(env, client):
     ours = stats(client, dev)
     assert [p["writes"] for p in js["paths"]] == [ios[W] for ios, _ in ours]
     assert [p["write_sectors"] for p in js["paths"]] == [sec[W] for _, sec in ours]
-    assert [p["reads"] for p in js["paths"]] == [ios[R] for ios, _ in ours]
     assert js["paths"][1]["writes"] >= 3 and js["paths"][1]["state"] == "active"
     assert sum(p["share"] for p in js["paths"]) == pytest.approx(1.0)
     text = sh(f"{AGENT} status {dev.name}").stdout

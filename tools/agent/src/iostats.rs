@@ -5,8 +5,9 @@
 //!
 //! Counts are the block layer's stat groups (`/proc/diskstats`): reads,
 //! writes (write-zeroes included), discards, and flushes (an empty flush
-//! goes to every path). A path's *share* is its part of the bios that were
-//! routed (reads, writes and discards: flushes go everywhere).
+//! goes once to each device, on the first path over it). A path's *share*
+//! is its part of the bios that were routed (reads, writes and discards: a
+//! flush is not routed by the table).
 
 use std::fmt::Write as _;
 
@@ -59,36 +60,42 @@ pub struct PathRow {
     pub flushes: f64,
 }
 
+/// Whether `now` cannot follow `before`: another path count, or a counter
+/// that went down. A reloaded table counts from zero again.
+pub fn restarted(now: &[PathStats], before: &[PathStats]) -> bool {
+    now.len() != before.len()
+        || now.iter().zip(before).any(|(n, b)| {
+            n.ios.iter().zip(&b.ios).any(|(x, y)| x < y)
+                || n.sectors.iter().zip(&b.sectors).any(|(x, y)| x < y)
+        })
+}
+
 /// The rows of `now`, as totals (`before` = `None`) or as rates per second
-/// over `seconds` since `before`. A counter below its earlier value (the
-/// table was reloaded: counters start from zero) counts from zero.
-/// `devs[i]` names path `i`; a path with no name is shown as `?`.
+/// over `seconds` since `before`. If the counters [`restarted`] in between,
+/// the rates are from zero. `devs[i]` names path `i`; a path with no name
+/// is shown as `?`.
 pub fn rows(
     now: &[PathStats],
     before: Option<&[PathStats]>,
     seconds: f64,
     devs: &[String],
 ) -> Vec<PathRow> {
-    let zero = PathStats::default();
+    let before = before.filter(|b| !restarted(now, b));
     let deltas: Vec<PathStats> = now
         .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let Some(b) = before else { return *n };
-            let b = b.get(i).unwrap_or(&zero);
-            let d = |x: u64, y: u64| if x >= y { x - y } else { x };
+        .zip(0..)
+        .map(|(n, i)| {
+            let Some(b) = before.and_then(|b| b.get(i)) else {
+                return *n;
+            };
             PathStats {
                 path: n.path,
-                ios: std::array::from_fn(|g| d(n.ios[g], b.ios[g])),
-                sectors: std::array::from_fn(|g| d(n.sectors[g], b.sectors[g])),
+                ios: std::array::from_fn(|g| n.ios[g] - b.ios[g]),
+                sectors: std::array::from_fn(|g| n.sectors[g] - b.sectors[g]),
             }
         })
         .collect();
-    let per = if before.is_some() && seconds > 0.0 {
-        1.0 / seconds
-    } else {
-        1.0
-    };
+    let per = if seconds > 0.0 { 1.0 / seconds } else { 1.0 };
     let total: u64 = deltas.iter().map(routed).sum();
     deltas
         .iter()
@@ -252,17 +259,27 @@ mod tests {
         assert_eq!(p[1]["share"], 0.75);
     }
 
-    /// A reloaded table's counters start from zero: no negative rates.
+    /// A reloaded table's counters start from zero: rates from zero, for
+    /// every path, as soon as one counter went down or the path count
+    /// changed.
     #[test]
     fn counters_that_restart_count_from_zero() {
-        let before = [rec(0, [100, 0, 0, 0], [800, 0, 0, 0])];
-        let now = [rec(0, [5, 0, 0, 0], [40, 0, 0, 0])];
+        let before = [
+            rec(0, [100, 0, 0, 0], [800, 0, 0, 0]),
+            rec(1, [1, 0, 0, 0], [8, 0, 0, 0]),
+        ];
+        let now = [
+            rec(0, [5, 0, 0, 0], [40, 0, 0, 0]),
+            rec(1, [3, 0, 0, 0], [24, 0, 0, 0]),
+        ];
+        assert!(restarted(&now, &before) && !restarted(&before, &before));
         let r = rows(&now, Some(&before), 1.0, &[]);
-        assert_eq!(r[0].reads, 5.0);
+        assert_eq!((r[0].reads, r[1].reads), (5.0, 3.0));
         assert_eq!(r[0].dev, "?");
-        let grown = [now[0], rec(1, [2, 0, 0, 0], [16, 0, 0, 0])];
+        let grown = [before[0], before[1], rec(2, [2, 0, 0, 0], [16, 0, 0, 0])];
+        assert!(restarted(&grown, &before));
         let r = rows(&grown, Some(&before), 0.5, &[]);
-        assert_eq!(r[1].reads, 4.0);
+        assert_eq!((r[0].reads, r[2].reads), (200.0, 4.0));
         assert!(table(&r, true).contains("BIOS/s"));
     }
 }

@@ -339,22 +339,44 @@ fn for_each_switch(
     }
 }
 
+/// The switch status of `dev` (`dmsetup status`) and its paths' names.
+fn switch_status(dev: &Device) -> Result<(device::SwitchStatus, Vec<String>)> {
+    let st = device::parse_status(&device::live_targets(dev, device::Query::Status)?)
+        .with_context(|| format!("device {}", dev.name))?;
+    let devs = st.paths.iter().map(|p| p.dev.clone()).collect();
+    Ok((st, devs))
+}
+
 fn status(a: StatusArgs) -> Result<()> {
     let dev = device::resolve(&a.dev)?;
-    let st = device::parse_status(&device::live_targets(&dev, device::Query::Status)?)
-        .with_context(|| format!("device {}", dev.name))?;
-    let devs: Vec<String> = st.paths.iter().map(|p| p.dev.clone()).collect();
-    let mut ch = netlink::Channel::open()?;
+    let (st, devs) = switch_status(&dev)?;
     if let Some(interval) = a.watch {
-        return watch(&mut ch, &dev, &devs, interval, a.count);
+        return watch(
+            &mut netlink::Channel::open()?,
+            &dev,
+            devs,
+            interval,
+            a.count,
+        );
     }
-    let rows = iostats::rows(&transfer::read_path_stats(&mut ch, &dev)?, None, 0.0, &devs);
+    // Without the per-path counters (a module without the command, no
+    // permission) the status is still worth printing.
+    let rows = netlink::Channel::open()
+        .and_then(|mut ch| transfer::read_path_stats(&mut ch, &dev))
+        .map(|stats| iostats::rows(&stats, None, 0.0, &devs))
+        .map_err(|e| format!("{e:#}"));
+    if let Err(e) = &rows {
+        eprintln!("dm-switch: per-path statistics unavailable: {e}");
+    }
     let text = if a.json {
-        let mut paths = iostats::json_rows(&rows, false);
+        let mut paths = match &rows {
+            Ok(rows) => iostats::json_rows(rows, false),
+            Err(_) => serde_json::json!(st.paths),
+        };
         for (p, s) in paths.as_array_mut().into_iter().flatten().zip(&st.paths) {
             p["state"] = s.state.clone().into();
         }
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "name": dev.name,
             "major": dev.major,
             "minor": dev.minor,
@@ -364,6 +386,9 @@ fn status(a: StatusArgs) -> Result<()> {
             "remapped": st.remapped,
             "unmapped": st.unmapped,
         });
+        if let Err(e) = &rows {
+            v["path_stats_error"] = e.clone().into();
+        }
         serde_json::to_string_pretty(&v)? + "\n"
     } else {
         let mut s = format!(
@@ -377,11 +402,16 @@ fn status(a: StatusArgs) -> Result<()> {
             s += &format!("  path {i}: {} {}\n", p.dev, p.state);
         }
         s += &format!(
-            "userland: {:#010x} {:#010x}\nremapped I/Os: {}\nunmapped I/Os: {}\n\
-             I/O sent to each path since the table was loaded:\n",
+            "userland: {:#010x} {:#010x}\nremapped I/Os: {}\nunmapped I/Os: {}\n",
             st.userland[0], st.userland[1], st.remapped, st.unmapped
         );
-        s + &iostats::table(&rows, false)
+        match &rows {
+            Ok(rows) => {
+                s + "I/O sent to each path since the table was loaded:\n"
+                    + &iostats::table(rows, false)
+            }
+            Err(_) => s + "I/O sent to each path: unavailable\n",
+        }
     };
     io::stdout()
         .lock()
@@ -392,11 +422,12 @@ fn status(a: StatusArgs) -> Result<()> {
 
 /// `status --watch`: per-path rates every `interval` seconds, a table
 /// redrawn on a terminal or a JSON line each into a pipe; stops after
-/// `count` intervals, or when the reader of the pipe goes away.
+/// `count` intervals, or when the reader of the pipe goes away. `devs`
+/// names the paths (read again after a reload).
 fn watch(
     ch: &mut netlink::Channel,
     dev: &Device,
-    devs: &[String],
+    mut devs: Vec<String>,
     interval: f64,
     count: Option<u64>,
 ) -> Result<()> {
@@ -408,7 +439,11 @@ fn watch(
         let now = transfer::read_path_stats(ch, dev)?;
         let at = Instant::now();
         let seconds = at.duration_since(since).as_secs_f64();
-        let rows = iostats::rows(&now, Some(&before), seconds, devs);
+        if iostats::restarted(&now, &before) {
+            // The table was reloaded: its paths may have changed.
+            devs = switch_status(dev)?.1;
+        }
+        let rows = iostats::rows(&now, Some(&before), seconds, &devs);
         let text = if terminal {
             format!(
                 "\x1b[H\x1b[2J{} ({}:{}): per-path rates over {seconds:.1} s (Ctrl-C stops)\n{}",
