@@ -65,10 +65,13 @@ run "$agent" status demo
 run dmsetup status demo
 
 say "7b. Per-path rates while a reader loops over regions 4-9 (path 0): one JSON line a second"
-( while :; do dd if=/dev/mapper/demo of=/dev/null bs=64k skip=$((4 * 16)) count=$((6 * 16)) iflag=direct status=none; done ) &
+# The loop runs while $go exists: killing it instead would leave its last dd
+# holding the device open, and the removal below would fail with EBUSY.
+go=$(mktemp)
+( while [ -e "$go" ]; do dd if=/dev/mapper/demo of=/dev/null bs=64k skip=$((4 * 16)) count=$((6 * 16)) iflag=direct status=none; done ) &
 reader=$!
 run "$agent" status demo --watch 1 --count 3
-kill "$reader"; wait "$reader" 2>/dev/null || true
+rm -f "$go"; wait "$reader"
 
 say "8. Clean up"
 run dmsetup remove demo
