@@ -99,10 +99,11 @@ impl Bio {
         guard: ReadGuard,
     ) {
         let (stats, index) = row.as_raw();
-        // SAFETY: DM core owns the bio in map() (type invariant); `dev`'s bdev
-        // outlives the target's bios; `counter` is live per-CPU memory, `row`
-        // an existing row of live statistics, and `guard` proves the
-        // RCU-sched section (preemption disabled) the call ends.
+        // Preconditions: DM core owns the bio in map() (type invariant);
+        // `dev`'s bdev outlives the target's bios; `row` is an existing row
+        // of live statistics.
+        // SAFETY: those, `counter` is live per-CPU memory, and `guard` proves
+        // the RCU-sched section (preemption disabled) the call ends.
         unsafe {
             b::kapi_rcu_unlock_count_remap(
                 self.0.as_ptr().cast(),
