@@ -99,11 +99,9 @@ impl Bio {
         guard: ReadGuard,
     ) {
         let (stats, index) = row.as_raw();
-        // Preconditions: DM core owns the bio in map() (type invariant);
-        // `dev`'s bdev outlives the target's bios; `row` is an existing row
-        // of live statistics.
-        // SAFETY: those, `counter` is live per-CPU memory, and `guard` proves
-        // the RCU-sched section (preemption disabled) the call ends.
+        // SAFETY: DM core owns the bio (type invariant); `dev`'s bdev, the
+        // per-CPU `counter` and the statistics `row` outlive the bio; `guard`
+        // proves the RCU-sched section (preemption disabled) the call ends.
         unsafe {
             b::kapi_rcu_unlock_count_remap(
                 self.0.as_ptr().cast(),
