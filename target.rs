@@ -13,7 +13,7 @@ use crate::kapi::{
     dm::{
         self, Bio, CtrError, MapResult, StatusKind, TargetCtx, TargetDevice, TargetInfo, TextOut,
     },
-    iostat::Row,
+    iostat::Group,
     percpu, rcu,
 };
 use crate::pure::{
@@ -30,9 +30,9 @@ pub(crate) const VERSION: [u32; 3] = [1, 1, 0];
 /// Most paths a table can have: the wire format's `dev_count` is 16 bits.
 const MAX_PATHS: u32 = 65535;
 
-/// Indices of the per-CPU counters.
-const REMAPPED: usize = 0;
-const UNMAPPED: usize = 1;
+/// Index of the per-CPU counter of bios to unmapped regions (the remapped
+/// ones are the rest of the bios the per-path rows count).
+const UNMAPPED: usize = 0;
 
 /// Which table-line format the target was created with.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub(crate) struct Switch {
     begin: u64,
     region: RegionSize,
     format: Format,
-    counters: percpu::Counters<2>,
+    counters: percpu::Counters<1>,
     /// The path of each empty flush clone: the first path on each distinct
     /// device (a flush flushes the whole device, whatever the offset).
     flush_paths: KVec<u32>,
@@ -206,34 +206,102 @@ impl Switch {
     /// Offset of `bio` in the target; DM core only maps bios within
     /// `[begin, begin + len)`.
     #[inline(always)]
-    fn offset(&self, bio: &Bio) -> u64 {
+    fn offset(&self, bio: &Bio<'_>) -> u64 {
         bio.sector().wrapping_sub(self.begin)
     }
 
-    /// Cuts a discard or write-zeroes bio at the end of its first region (DM
-    /// core splits them only at target boundaries); DM core resubmits the rest.
+    /// Where to cut a discard or write-zeroes bio of `sectors` sectors at
+    /// `offset` (DM core splits them only at target boundaries, and
+    /// resubmits the rest): the sectors left in its first region, if fewer.
     #[cold]
     #[inline(never)]
-    fn clip_to_region(&self, bio: &mut Bio) {
-        let left = self.region.left(self.offset(bio));
-        if u64::from(bio.sectors()) > left {
-            // left < sectors <= u32::MAX, so it fits.
-            bio.accept_partial(left as u32);
+    fn clip_to_region(&self, offset: u64, sectors: u32) -> Option<u32> {
+        let left = self.region.left(offset);
+        // left < sectors <= u32::MAX, so it fits.
+        (u64::from(sectors) > left).then_some(left as u32)
+    }
+
+    /// The path at `index` (always valid: tables only hold indices <
+    /// dev_count).
+    #[inline(always)]
+    fn path(&self, index: u32) -> &Path {
+        match self.paths.get(index as usize) {
+            Some(p) => p,
+            // Unreachable: every stored index is below dev_count and path 0
+            // exists. Fall back to path 0 rather than panic.
+            None => &self.paths[0],
         }
     }
 
-    /// The path at `index` and its statistics row (always valid: tables
-    /// only hold indices < dev_count, and there is a row per path).
+    /// Accounts `bio` in row `index` and sends it to `path`, `offset` sectors
+    /// in; ends the read-side section `guard`.
     #[inline(always)]
-    fn path(&self, index: u32) -> (&Path, Row<'_>) {
-        let index = index as usize;
-        let row = self.instance().path_io.row_or_first(index);
-        match self.paths.get(index) {
-            Some(p) => (p, row),
-            // Unreachable: every stored index is below dev_count and path 0
-            // exists. Fall back to path 0 rather than panic.
-            None => (&self.paths[0], row),
+    fn route(
+        &self,
+        mut bio: Bio<'_>,
+        group: Group,
+        guard: rcu::ReadGuard,
+        index: u32,
+        path: &Path,
+        offset: u64,
+    ) {
+        self.instance()
+            .path_io
+            .account(&guard, index as usize, group, bio.sectors());
+        drop(guard);
+        // start + offset < start + len <= the path's size, checked in ctr.
+        let sector = path.start.wrapping_add(offset);
+        bio.remap(&path.dev, sector);
+    }
+
+    /// Maps any bio: empty flushes (to the first path of each device),
+    /// discards and write-zeroes (cut at region boundaries), every region
+    /// size, tables with unallocated chunks (unmapped regions go to path 0).
+    #[inline(never)]
+    fn map_any(&self, mut bio: Bio<'_>) -> MapResult {
+        if bio.is_empty_flush() {
+            let index = self.flush_paths.get(bio.clone_index() as usize);
+            let index = index.copied().unwrap_or(0);
+            let path = self.path(index);
+            let guard = rcu::ReadGuard::new();
+            self.instance()
+                .path_io
+                .account(&guard, index as usize, Group::Flush, 0);
+            drop(guard);
+            bio.remap(&path.dev, path.start);
+            return MapResult::Remapped;
         }
+        if bio.is_range_op() {
+            if let Some(sectors) = self.clip_to_region(self.offset(&bio), bio.sectors()) {
+                bio.accept_partial(sectors);
+            }
+        }
+        let offset = self.offset(&bio);
+        let region = self.region.index(offset);
+        let guard = rcu::ReadGuard::new();
+        let entry = self
+            .instance()
+            .table
+            .read(&guard)
+            .and_then(|t| t.lookup(region));
+        let index = entry.unwrap_or_else(|| {
+            self.counters.slot::<UNMAPPED>().increment();
+            0
+        });
+        let group = bio.stat_group();
+        self.route(bio, group, guard, index, self.path(index), offset);
+        MapResult::Remapped
+    }
+
+    /// Bios routed to mapped regions since the table was loaded: every bio
+    /// the paths' rows count but empty flushes, less those to unmapped
+    /// regions (which go to path 0 and count in its row too).
+    fn remapped(&self) -> u64 {
+        let routed =
+            self.instance()
+                .path_io
+                .total_ios(&[Group::Read, Group::Write, Group::Discard]);
+        routed.saturating_sub(self.counters.sum(UNMAPPED))
     }
 
     /// Applies a `set_region_mappings` message to a copy of the table and
@@ -275,7 +343,7 @@ impl Switch {
                 write!(
                     out,
                     " {u0:08x} {u1:08x} {} {}",
-                    self.counters.sum(REMAPPED),
+                    self.remapped(),
                     self.counters.sum(UNMAPPED)
                 )
             }
@@ -356,36 +424,32 @@ impl dm::Target for Switch {
         })
     }
 
+    /// The common case, with no call but the one `bio_set_dev()` makes: a
+    /// read or write, a power-of-two region size, a complete table (every
+    /// chunk allocated). Any other bio goes to [`Self::map_any`], in tail
+    /// position, so that no register needs saving here.
     #[inline]
-    fn map(&self, bio: &mut Bio) -> MapResult {
-        if !bio.is_plain_rw() {
-            if bio.is_empty_flush() {
-                let index = self.flush_paths.get(bio.clone_index() as usize);
-                let (path, row) = self.path(index.copied().unwrap_or(0));
-                bio.remap_flush_counted(&path.dev, path.start, row);
-                return MapResult::Remapped;
-            }
-            // Before the RCU section, so only `self` and `bio` live across calls.
-            if bio.is_range_op() {
-                self.clip_to_region(bio);
-            }
-        }
+    fn map(&self, bio: Bio<'_>) -> MapResult {
+        let (Some(shift), Some(group)) = (self.region.shift(), bio.rw_group()) else {
+            return self.map_any(bio);
+        };
+        let offset = self.offset(&bio);
         let guard = rcu::ReadGuard::new();
-        let offset = self.offset(bio);
-        let region = self.region.index(offset);
         let entry = self
             .instance()
             .table
             .read(&guard)
-            .and_then(|t| t.lookup(region));
-        let (index, counter) = match entry {
-            Some(index) => (index, self.counters.slot::<REMAPPED>()),
-            None => (0, self.counters.slot::<UNMAPPED>()),
-        };
-        let (path, row) = self.path(index);
-        // start + offset < start + len, checked against the path size in ctr.
-        bio.remap_counted(&path.dev, path.start + offset, counter, row, guard);
-        MapResult::Remapped
+            .and_then(|t| t.lookup_complete(offset.wrapping_shr(shift)));
+        match entry.and_then(|index| Some((index, self.paths.get(index as usize)?))) {
+            Some((index, path)) => {
+                self.route(bio, group, guard, index, path, offset);
+                MapResult::Remapped
+            }
+            None => {
+                drop(guard);
+                self.map_any(bio)
+            }
+        }
     }
 
     fn status(&self, kind: StatusKind, out: &mut TextOut<'_>) {
@@ -444,7 +508,7 @@ impl dm::Target for Switch {
             .and_then(|t| t.lookup(0))
             .unwrap_or(0);
         drop(guard);
-        let (path, _) = self.path(index);
+        let path = self.path(index);
         (
             &path.dev,
             ti.len.checked_add(path.start) == Some(path.dev.sectors()),

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * C glue of the kapi abstractions: the few kernel facilities the Rust code
- * reaches that are static inline functions or macros in C (RCU read side,
- * per-CPU counters, bio remapping, genetlink replies and policies). Every
+ * reaches that are static inline functions or macros in C (preemption and
+ * this-CPU operations where kapi/preempt.rs does not emit them inline, per-CPU
+ * counters and statistics, genetlink replies and policies). Every
  * function is a thin forwarder with no knowledge of any target; see
  * kapi/glue.c.
  */
@@ -22,12 +23,15 @@ struct netlink_callback;
 struct attribute;
 
 /*
- * RCU-sched read-side critical section: preemption disabled, which
- * synchronize_rcu() waits for (v5.0 and later). Cheaper than preemptible
- * RCU's out-of-line rcu_read_unlock() on the I/O path.
+ * preempt_disable(), preempt_enable(), this_cpu_inc(*@counter) and
+ * this_cpu_read(*@ptr), for the configurations where kapi/preempt.rs does
+ * not emit them inline (defined only there: not on x86-64 with
+ * CONFIG_PREEMPT_DYNAMIC).
  */
-void kapi_rcu_read_lock_sched(void);
-void kapi_rcu_read_unlock_sched(void);
+void kapi_preempt_disable(void);
+void kapi_preempt_enable(void);
+void kapi_this_cpu_inc(u64 __percpu *counter);
+void *kapi_this_cpu_read_ptr(void * __percpu *ptr);
 
 /* Per-CPU array of @n u64 counters, zeroed; NULL on allocation failure. */
 u64 __percpu *kapi_percpu_u64_alloc(unsigned int n);
@@ -41,31 +45,18 @@ u64 kapi_percpu_u64_sum(u64 __percpu *counters, unsigned int idx);
  * stops at 32 KiB), reached through a per-CPU pointer. A row is
  * KAPI_IOSTAT_WIDTH u64s: I/O (bio) counts by stat group (read, write,
  * discard, flush: op_stat_group(), as in /proc/diskstats), then sectors by
- * stat group. A CPU writes only its own array, with preemption disabled;
- * like dm-stats on 64-bit, a bio accounted from an interrupt that hits
- * between the load and the store of the same counter may go uncounted.
+ * stat group. A CPU writes only its own array, with preemption disabled
+ * (kapi/iostat.rs); like dm-stats on 64-bit, a bio accounted from an
+ * interrupt that hits between the load and the store of the same counter may
+ * go uncounted.
  */
 #define KAPI_IOSTAT_WIDTH 8
 u64 * __percpu *kapi_iostat_alloc(size_t rows);
 void kapi_iostat_free(u64 * __percpu *stats);
 /* Adds every CPU's rows into @out (@rows * KAPI_IOSTAT_WIDTH u64s); may sleep. */
 void kapi_iostat_sum(u64 * __percpu *stats, size_t rows, u64 *out);
-
-/*
- * An empty flush clone: one flush in row @row of @stats (@row < the rows
- * allocated), then the new start sector and bio_set_dev().
- */
-void kapi_count_flush_remap(struct bio *bio, struct block_device *bdev, sector_t sector,
-			    u64 * __percpu *stats, size_t row);
-/*
- * The last call of a typical map(), in the caller's RCU-sched read-side
- * critical section: accounts @bio (one I/O and its sectors in its stat
- * group) in row @row of @stats (@row < the rows allocated), ends the
- * section, this_cpu_inc(*@counter), then the new start sector and bio_set_dev().
- */
-void kapi_rcu_unlock_count_remap(struct bio *bio, struct block_device *bdev,
-				 sector_t sector, u64 __percpu *counter,
-				 u64 * __percpu *stats, size_t row);
+/* Column @col (< KAPI_IOSTAT_WIDTH) summed over every row and CPU. */
+u64 kapi_iostat_column_sum(u64 * __percpu *stats, size_t rows, unsigned int col);
 
 /* Size (in sectors) and logical block size (in bytes) of a block device. */
 sector_t kapi_bdev_sectors(struct block_device *bdev);

@@ -8,22 +8,35 @@
 #include <linux/blkdev.h>
 #include <linux/overflow.h>
 #include <linux/percpu.h>
-#include <linux/rcupdate.h>
+#include <linux/preempt.h>
 #include <linux/slab.h>
 #include <linux/sysfs.h>
 #include <net/genetlink.h>
 
 #include "kapi_glue.h"
 
-void kapi_rcu_read_lock_sched(void)
+#if !(defined(CONFIG_X86_64) && defined(CONFIG_PREEMPT_DYNAMIC))
+/* kapi/preempt.rs emits these inline on x86-64 with CONFIG_PREEMPT_DYNAMIC. */
+void kapi_preempt_disable(void)
 {
-	rcu_read_lock_sched();
+	preempt_disable();
 }
 
-void kapi_rcu_read_unlock_sched(void)
+void kapi_preempt_enable(void)
 {
-	rcu_read_unlock_sched();
+	preempt_enable();
 }
+
+void kapi_this_cpu_inc(u64 __percpu *counter)
+{
+	this_cpu_inc(*counter);
+}
+
+void *kapi_this_cpu_read_ptr(void * __percpu *ptr)
+{
+	return this_cpu_read(*ptr);
+}
+#endif
 
 u64 __percpu *kapi_percpu_u64_alloc(unsigned int n)
 {
@@ -97,37 +110,19 @@ void kapi_iostat_sum(u64 * __percpu *stats, size_t rows, u64 *out)
 	}
 }
 
-/* bio_set_dev() plus the new start sector. */
-static void kapi_bio_remap(struct bio *bio, struct block_device *bdev, sector_t sector)
+u64 kapi_iostat_column_sum(u64 * __percpu *stats, size_t rows, unsigned int col)
 {
-	bio->bi_iter.bi_sector = sector;
-	bio_set_dev(bio, bdev);	/* last: ends in a tail call */
-}
+	u64 sum = 0;
+	size_t i;
+	int cpu;
 
-void kapi_count_flush_remap(struct bio *bio, struct block_device *bdev, sector_t sector,
-			    u64 * __percpu *stats, size_t row)
-{
-	u64 *r;
+	for_each_possible_cpu(cpu) {
+		const u64 *a = *per_cpu_ptr(stats, cpu);
 
-	preempt_disable();
-	r = this_cpu_read(*stats) + row * KAPI_IOSTAT_WIDTH;
-	WRITE_ONCE(r[STAT_FLUSH], r[STAT_FLUSH] + 1);
-	preempt_enable();
-	kapi_bio_remap(bio, bdev, sector);
-}
-
-void kapi_rcu_unlock_count_remap(struct bio *bio, struct block_device *bdev,
-				 sector_t sector, u64 __percpu *counter,
-				 u64 * __percpu *stats, size_t row)
-{
-	u64 *r = this_cpu_read(*stats) + row * KAPI_IOSTAT_WIDTH;
-	int group = op_stat_group(bio_op(bio));
-
-	WRITE_ONCE(r[group], r[group] + 1);
-	WRITE_ONCE(r[NR_STAT_GROUPS + group], r[NR_STAT_GROUPS + group] + bio_sectors(bio));
-	rcu_read_unlock_sched();
-	this_cpu_inc(*counter);
-	kapi_bio_remap(bio, bdev, sector);
+		for (i = 0; i < rows; i++)
+			sum += READ_ONCE(a[i * KAPI_IOSTAT_WIDTH + col]);
+	}
+	return sum;
 }
 
 sector_t kapi_bdev_sectors(struct block_device *bdev)

@@ -22,4 +22,5 @@ pub(crate) mod genl;
 pub(crate) mod iostat;
 pub(crate) mod modattr;
 pub(crate) mod percpu;
+pub(crate) mod preempt;
 pub(crate) mod rcu;

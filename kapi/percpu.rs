@@ -3,7 +3,7 @@
 //! Per-CPU event counters: each CPU increments its own copy (no atomics, no
 //! shared cache line on the I/O path); readers add the copies up.
 
-use crate::kapi::bindings;
+use crate::kapi::{bindings, preempt};
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::prelude::*;
 
@@ -14,10 +14,13 @@ pub(crate) struct Slot<'a> {
 }
 
 impl Slot<'_> {
-    /// The per-CPU address of the counter (for `this_cpu_inc()` in C).
+    /// Adds one to this CPU's copy (`this_cpu_inc()`): no atomic, no shared
+    /// cache line, safe against preemption and interrupts.
     #[inline(always)]
-    pub(crate) fn as_percpu_ptr(&self) -> *mut u64 {
-        self.ptr
+    pub(crate) fn increment(&self) {
+        // SAFETY: `ptr` is the per-CPU address of a counter of a live
+        // `Counters` (borrowed for the slot's lifetime).
+        unsafe { preempt::this_cpu_inc(self.ptr) };
     }
 }
 
@@ -44,7 +47,7 @@ impl<const N: usize> Counters<N> {
         })
     }
 
-    /// Counter `I`, to be incremented on the I/O path ([`crate::kapi::dm::Bio::remap_counted`]).
+    /// Counter `I`, to be incremented on the I/O path.
     #[inline(always)]
     pub(crate) fn slot<const I: usize>(&self) -> Slot<'_> {
         const { assert!(I < N) };

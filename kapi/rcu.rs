@@ -2,13 +2,15 @@
 
 //! RCU: a read-side guard and a pointer cell published with release semantics.
 //!
-//! 6.12's `kernel` crate has no RCU abstraction, so the read side goes through
-//! the C glue. Readers use RCU-sched sections (`rcu_read_lock_sched()`:
-//! preemption disabled), which `synchronize_rcu()` waits for since v5.0: one
-//! per-CPU increment and decrement, where preemptible RCU's
-//! `rcu_read_unlock()` is an out-of-line call. Readers never sleep.
+//! 6.12's `kernel` crate has no RCU abstraction. Readers use RCU-sched
+//! sections (`rcu_read_lock_sched()`: preemption disabled), which
+//! `synchronize_rcu()` waits for since v5.0: one per-CPU increment and
+//! decrement, emitted inline ([`super::preempt`]), where preemptible RCU's
+//! `rcu_read_unlock()` is an out-of-line call. Readers never sleep. The
+//! inline form skips what the debugging variant of `rcu_read_lock_sched()`
+//! adds (lockdep's annotation); nothing here asks lockdep about RCU-sched.
 
-use crate::kapi::bindings;
+use crate::kapi::preempt;
 use core::{
     marker::PhantomData,
     ptr,
@@ -17,7 +19,8 @@ use core::{
 use kernel::alloc::KBox;
 
 /// An RCU(-sched) read-side critical section, ended when dropped. Must not
-/// sleep.
+/// sleep. Preemption is disabled while it lives, so it also proves that
+/// this-CPU data stays this CPU's ([`super::iostat::IoStats::account`]).
 ///
 /// Not `Send`: it must end on the CPU/task that started it.
 pub(crate) struct ReadGuard(PhantomData<*mut ()>);
@@ -26,9 +29,8 @@ impl ReadGuard {
     /// Enters a read-side critical section.
     #[inline(always)]
     pub(crate) fn new() -> Self {
-        // SAFETY: rcu_read_lock_sched() has no preconditions; the guard's Drop
-        // (or the C function that consumes the guard) pairs it.
-        unsafe { bindings::kapi_rcu_read_lock_sched() };
+        // The guard's Drop pairs it.
+        preempt::disable();
         Self(PhantomData)
     }
 }
@@ -36,9 +38,9 @@ impl ReadGuard {
 impl Drop for ReadGuard {
     #[inline(always)]
     fn drop(&mut self) {
-        // SAFETY: paired with the rcu_read_lock_sched() in `new`, on the same
-        // task (preemption is disabled in between, so also on the same CPU).
-        unsafe { bindings::kapi_rcu_read_unlock_sched() };
+        // SAFETY: paired with the disable in `new`, on the same task
+        // (preemption is disabled in between, so also on the same CPU).
+        unsafe { preempt::enable() };
     }
 }
 

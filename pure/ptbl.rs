@@ -88,6 +88,11 @@ fn zeroed_words() -> Result<KBox<Words>, AllocError> {
 /// `k < 2^13`), smaller than the `1 / per_word >= 2^-6` gap between
 /// `k / per_word` and the next integer, so the floor is unchanged. The host
 /// tests check every `k` for every `per_word` that occurs.
+///
+/// Where `bits` is a power of two (1, 2, 4, 8, 16), words are full, chunks
+/// have no padding, and entry `r` of the table is simply in word
+/// `r >> log2(per_word)` at bit `(r << log2(bits)) % 64`: two shifts and a
+/// mask, as in upstream's `switch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Packing {
     bits: u32,
@@ -96,6 +101,8 @@ pub(crate) struct Packing {
     mask: u64,
     /// Words per chunk: `ceil(CHUNK_ENTRIES / per_word)`.
     chunk_words: u32,
+    /// `log2 per_word` when `bits` is a power of two.
+    full_words: Option<u32>,
 }
 
 impl Packing {
@@ -111,6 +118,7 @@ impl Packing {
             reciprocal: (1u64 << 32) / u64::from(per_word) + 1,
             mask: (1u64 << bits) - 1,
             chunk_words: CHUNK_ENTRIES.div_ceil(per_word),
+            full_words: bits.is_power_of_two().then(|| per_word.trailing_zeros()),
         }
     }
 
@@ -316,6 +324,14 @@ impl PageTable {
     /// Word index (in the table) and bit shift of `region`'s entry.
     #[inline(always)]
     fn position(&self, region: u32) -> (usize, u32) {
+        if let Some(word_shift) = self.packing.full_words {
+            // word_shift <= 6; region * bits modulo 64 is the bit offset in
+            // the word (wrapping is that modulo, as 64 divides 2^32).
+            return (
+                region.wrapping_shr(word_shift) as usize,
+                region.wrapping_mul(self.packing.bits) & (u64::BITS - 1),
+            );
+        }
         let (word, shift) = self.packing.locate(region & CHUNK_MASK);
         // Both below 2^30 (see chunk_start): no overflow.
         (
@@ -329,11 +345,16 @@ impl PageTable {
     /// The path of `region`, or `None` if it is unmapped.
     #[inline(always)]
     pub(crate) fn lookup(&self, region: u64) -> Option<u32> {
-        if region < u64::from(self.complete_below) {
-            // Below page_total, so it fits in u32; every chunk is allocated.
-            return Some(self.entry(region as u32));
-        }
-        self.lookup_incomplete(region)
+        self.lookup_complete(region)
+            .or_else(|| self.lookup_incomplete(region))
+    }
+
+    /// [`Self::lookup`] in a complete table (every chunk allocated), with no
+    /// call: `None` if the table is not complete or `region` is past it.
+    #[inline(always)]
+    pub(crate) fn lookup_complete(&self, region: u64) -> Option<u32> {
+        // Below page_total, so it fits in u32; every chunk is allocated.
+        (region < u64::from(self.complete_below)).then(|| self.entry(region as u32))
     }
 
     /// [`Self::lookup`] in a table with unallocated chunks (or past its end).

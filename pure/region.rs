@@ -28,6 +28,15 @@ impl RegionSize {
         }
     }
 
+    /// The shift that gives a region index, for a power-of-two size.
+    #[inline(always)]
+    pub(crate) fn shift(&self) -> Option<u32> {
+        match *self {
+            Self::Shift(s) => Some(s),
+            Self::Div(_) => None,
+        }
+    }
+
     /// Region index of sector offset `offset`.
     #[inline(always)]
     pub(crate) fn index(&self, offset: u64) -> u64 {

@@ -4,27 +4,32 @@
 //! duration of the call.
 
 use super::TargetDevice;
-use crate::kapi::{bindings as b, iostat::Row, percpu::Slot, rcu::ReadGuard};
-use core::ptr::NonNull;
+use crate::kapi::{bindings as b, iostat::Group};
+use core::{marker::PhantomData, ptr::NonNull};
 use kernel::bindings as kb;
 
-/// A bio handed to [`super::Target::map`].
+/// A bio handed to [`super::Target::map`], lent for the call (`'a`).
 ///
 /// # Invariants
-/// The pointer is a live DM clone that DM core owns for as long as this value
-/// lives (values are made only by the `map` trampoline, for one call).
-pub(crate) struct Bio(NonNull<kb::bio>);
+/// The pointer is a live DM clone that DM core owns and lends to the holder
+/// alone for `'a` (values are made only by the `map` trampoline, for one
+/// call).
+pub(crate) struct Bio<'a>(NonNull<kb::bio>, PhantomData<&'a mut kb::bio>);
 
 const REQ_OP_MASK: u32 = (1 << kb::REQ_OP_BITS) - 1;
 const REQ_PREFLUSH: u32 = 1 << kb::req_flag_bits___REQ_PREFLUSH;
+// `bi_flags` is 16 bits wide.
+const _: () = assert!(kb::BIO_REMAPPED < 16 && kb::BIO_BPS_THROTTLED < 16);
+const BIO_REMAPPED: u16 = 1 << kb::BIO_REMAPPED;
+const BIO_BPS_THROTTLED: u16 = 1 << kb::BIO_BPS_THROTTLED;
 
-impl Bio {
+impl Bio<'_> {
     /// # Safety
     /// `bio` must be a DM clone being mapped, owned by DM core, that outlives
     /// the returned value.
     pub(super) unsafe fn from_raw(bio: NonNull<kb::bio>) -> Self {
         // INVARIANT: per the contract.
-        Self(bio)
+        Self(bio, PhantomData)
     }
 
     fn raw(&self) -> &kb::bio {
@@ -52,6 +57,18 @@ impl Bio {
         const _: () = assert!(kb::req_op_REQ_OP_READ == 0 && kb::req_op_REQ_OP_WRITE == 1);
         const NOT_PLAIN: u32 = REQ_PREFLUSH | (REQ_OP_MASK & !1);
         self.raw().bi_opf & NOT_PLAIN == 0
+    }
+
+    /// The stat group of a read or write without a preflush (the same test
+    /// as [`Self::is_plain_rw`]), `None` for any other bio.
+    #[inline(always)]
+    pub(crate) fn rw_group(&self) -> Option<Group> {
+        let opf = self.raw().bi_opf;
+        match (self.is_plain_rw(), opf & 1) {
+            (false, _) => None,
+            (true, 0) => Some(Group::Read),
+            (true, _) => Some(Group::Write),
+        }
     }
 
     /// An empty flush (one of the `num_flush_bios` clones).
@@ -85,52 +102,42 @@ impl Bio {
         unsafe { b::dm_accept_partial_bio(self.0.as_ptr().cast(), sectors) };
     }
 
-    /// Accounts the bio in `row` (one I/O and its sectors in its stat
-    /// group), ends the RCU read-side section `guard`, adds one to `counter`
-    /// on this CPU and sends the bio to `dev` at `sector`: one call into C
-    /// for the last steps of a typical `map()`.
+    /// The stat group the bio counts in (`op_stat_group()`): discards,
+    /// then writes (every op with bit 0 set, write-zeroes included), then
+    /// reads. Empty flushes are told apart by the caller.
     #[inline(always)]
-    pub(crate) fn remap_counted(
-        &mut self,
-        dev: &TargetDevice,
-        sector: u64,
-        counter: Slot<'_>,
-        row: Row<'_>,
-        guard: ReadGuard,
-    ) {
-        let (stats, index) = row.as_raw();
-        // SAFETY: DM core owns the bio (type invariant); `dev`'s bdev, the
-        // per-CPU `counter` and the statistics `row` outlive the bio; `guard`
-        // proves the RCU-sched section (preemption disabled) the call ends.
-        unsafe {
-            b::kapi_rcu_unlock_count_remap(
-                self.0.as_ptr().cast(),
-                dev.bdev().cast(),
-                sector,
-                counter.as_percpu_ptr(),
-                stats,
-                index,
-            )
-        };
-        // Ended by the C function: dropping the guard would unlock twice.
-        core::mem::forget(guard);
+    pub(crate) fn stat_group(&self) -> Group {
+        let op = self.raw().bi_opf & REQ_OP_MASK;
+        if op == kb::req_op_REQ_OP_DISCARD {
+            Group::Discard
+        } else if op & 1 != 0 {
+            Group::Write
+        } else {
+            Group::Read
+        }
     }
 
-    /// Accounts an empty flush clone in `row` and sends it to `dev` at
-    /// `sector`.
-    pub(crate) fn remap_flush_counted(&mut self, dev: &TargetDevice, sector: u64, row: Row<'_>) {
-        let (stats, index) = row.as_raw();
-        // SAFETY: by the type invariant DM core owns the bio in map(); `dev`'s
-        // bdev is referenced for the target's lifetime, which outlasts its
-        // bios; `row` is an existing row of live statistics.
+    /// Sends the bio to `dev` at `sector`: `bi_sector` and `bio_set_dev()`
+    /// (include/linux/bio.h), written out here because C's static inline
+    /// cannot be called; its one call, `bio_associate_blkg()`, is exported.
+    #[inline(always)]
+    pub(crate) fn remap(&mut self, dev: &TargetDevice, sector: u64) {
+        let bdev = dev.bdev();
+        // SAFETY: by the type invariant DM core owns the bio in map() and
+        // lends it to us alone for the call.
+        let bio = unsafe { self.0.as_mut() };
+        bio.bi_iter.bi_sector = sector;
+        let mut flags = bio.bi_flags & !BIO_REMAPPED;
+        if bio.bi_bdev != bdev {
+            flags &= !BIO_BPS_THROTTLED;
+        }
+        bio.bi_flags = flags;
+        bio.bi_bdev = bdev;
+        #[cfg(CONFIG_BLK_CGROUP)]
+        // SAFETY: the bio is ours in map() and now names `dev`'s bdev, which
+        // is referenced for the target's lifetime, longer than its bios.
         unsafe {
-            b::kapi_count_flush_remap(
-                self.0.as_ptr().cast(),
-                dev.bdev().cast(),
-                sector,
-                stats,
-                index,
-            )
+            kb::bio_associate_blkg(bio)
         };
     }
 }

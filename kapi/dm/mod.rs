@@ -65,7 +65,7 @@ pub(crate) trait Target: Sized + Send + Sync {
 
     /// Routes one bio (`map`). Runs in the I/O submission path: must not
     /// sleep.
-    fn map(&self, bio: &mut Bio) -> MapResult;
+    fn map(&self, bio: Bio<'_>) -> MapResult;
 
     /// Writes status or table text (`status`); truncated to DM's buffer.
     fn status(&self, _kind: StatusKind, _out: &mut TextOut<'_>) {

@@ -165,9 +165,8 @@ impl<T: Target> Registration<T> {
     unsafe extern "C" fn map(ti: *mut b::dm_target, bio: *mut kb::bio) -> ffi::c_int {
         // SAFETY: map runs for a live, constructed target; DM core owns `bio`
         // (never null) through the call.
-        let (t, mut bio) =
-            unsafe { (Self::target(ti), Bio::from_raw(NonNull::new_unchecked(bio))) };
-        match t.map(&mut bio) {
+        let (t, bio) = unsafe { (Self::target(ti), Bio::from_raw(NonNull::new_unchecked(bio))) };
+        match t.map(bio) {
             MapResult::Remapped => b::DM_MAPIO_REMAPPED as ffi::c_int,
         }
     }
