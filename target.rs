@@ -417,7 +417,7 @@ impl dm::Target for Switch {
             membership,
             paths,
             begin: info.begin,
-            region: RegionSize::new(line.region_sectors),
+            region: RegionSize::new(line.region_sectors, info.len.saturating_sub(1)),
             format: line.format,
             counters,
             flush_paths,
@@ -425,21 +425,24 @@ impl dm::Target for Switch {
     }
 
     /// The common case, with no call but the one `bio_set_dev()` makes: a
-    /// read or write, a power-of-two region size, a complete table (every
+    /// read or write, a region size that needs no divide (a power of two,
+    /// or below 2^32 sectors in a target below 2^62), a complete table (every
     /// chunk allocated). Any other bio goes to [`Self::map_any`], in tail
     /// position, so that no register needs saving here.
     #[inline]
     fn map(&self, bio: Bio<'_>) -> MapResult {
-        let (Some(shift), Some(group)) = (self.region.shift(), bio.rw_group()) else {
+        let offset = self.offset(&bio);
+        let (Some(group), Some(region)) =
+            (bio.rw_group(), self.region.index_without_divide(offset))
+        else {
             return self.map_any(bio);
         };
-        let offset = self.offset(&bio);
         let guard = rcu::ReadGuard::new();
         let entry = self
             .instance()
             .table
             .read(&guard)
-            .and_then(|t| t.lookup_complete(offset.wrapping_shr(shift)));
+            .and_then(|t| t.lookup_complete(region));
         match entry.and_then(|index| Some((index, self.paths.get(index as usize)?))) {
             Some((index, path)) => {
                 self.route(bio, group, guard, index, path, offset);

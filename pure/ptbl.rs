@@ -175,10 +175,14 @@ pub(crate) struct PageTable {
     /// are mapped). Bits past the last chunk are 0.
     allocated: KVVec<u64>,
     /// The words, [`BLOCK_WORDS`] per block. Every block holding a word of
-    /// an allocated chunk is present; one holding only words of unallocated
-    /// chunks may be `None` (or hold stale words: a chunk's words are zeroed
-    /// when it is allocated).
-    blocks: KVVec<Option<Arc<Block>>>,
+    /// an allocated chunk is its own; one holding only words of unallocated
+    /// chunks may be `zero` (or hold stale words: a chunk's words are zeroed
+    /// when it is allocated). No block is ever missing, so a lookup has no
+    /// null check.
+    blocks: KVVec<Arc<Block>>,
+    /// A block of zeroes, shared by the table and the tables derived from
+    /// it: the blocks of unallocated chunks (4 KiB for the whole lineage).
+    zero: Arc<Block>,
 }
 
 /// Bits a path index needs for `dev_count` paths (at least 1).
@@ -204,6 +208,13 @@ impl PageTable {
     pub(crate) fn empty(dev_count: u32, page_total: u32, pte_bits: u8) -> Result<Self, AllocError> {
         let packing = Packing::for_paths(dev_count);
         let chunks = chunk_count(page_total);
+        let zero = Arc::new(
+            Block {
+                words: zeroed_words()?,
+            },
+            GFP_KERNEL,
+        )?;
+        let blocks = block_count(chunks, packing.chunk_words());
         Ok(Self {
             packing,
             dev_count,
@@ -212,7 +223,8 @@ impl PageTable {
             userland: [0; 2],
             complete_below: 0,
             allocated: KVVec::from_elem(0, chunks.div_ceil(64) as usize, GFP_KERNEL)?,
-            blocks: KVVec::from_elem(None, block_count(chunks, packing.chunk_words()), GFP_KERNEL)?,
+            blocks: KVVec::from_elem(zero.clone(), blocks, GFP_KERNEL)?,
+            zero,
         })
     }
 
@@ -250,6 +262,7 @@ impl PageTable {
                 Ok(Self {
                     allocated,
                     blocks,
+                    zero: cur.zero.clone(),
                     ..*cur
                 })
             }
@@ -277,8 +290,11 @@ impl PageTable {
             table.mark(chunk, true);
         }
         let shared = block_count(kept, table.packing.chunk_words());
-        for (new, old) in table.blocks.iter_mut().zip(old.blocks.iter()).take(shared) {
-            new.clone_from(old);
+        for (new, block) in table.blocks.iter_mut().zip(old.blocks.iter()).take(shared) {
+            // `old`'s zero block stays `table`'s own zero block.
+            if !Arc::ptr_eq(block, &old.zero) {
+                new.clone_from(block);
+            }
         }
         let mut editor = table.edit();
         for region in old.page_total..page_total {
@@ -354,7 +370,11 @@ impl PageTable {
     #[inline(always)]
     pub(crate) fn lookup_complete(&self, region: u64) -> Option<u32> {
         // Below page_total, so it fits in u32; every chunk is allocated.
-        (region < u64::from(self.complete_below)).then(|| self.entry(region as u32))
+        if region < u64::from(self.complete_below) {
+            self.entry(region as u32)
+        } else {
+            None
+        }
     }
 
     /// [`Self::lookup`] in a table with unallocated chunks (or past its end).
@@ -365,20 +385,21 @@ impl PageTable {
         }
         // Below page_total, so it fits in u32.
         let region = region as u32;
-        self.chunk_allocated(region >> CHUNK_SHIFT)
-            .then(|| self.entry(region))
+        if self.chunk_allocated(region >> CHUNK_SHIFT) {
+            self.entry(region)
+        } else {
+            None
+        }
     }
 
     /// The entry of `region`, which is in an allocated chunk (so its block
-    /// is present; an absent one would read as path 0).
+    /// is its own; the zero block would read as path 0). `None` only past
+    /// the blocks, which an allocated chunk never is.
     #[inline(always)]
-    fn entry(&self, region: u32) -> u32 {
+    fn entry(&self, region: u32) -> Option<u32> {
         let (word, shift) = self.position(region);
-        let value = match self.blocks.get(word >> BLOCK_SHIFT) {
-            Some(Some(block)) => block.words[word & BLOCK_MASK],
-            _ => 0,
-        };
-        self.packing.field(value, shift)
+        let block = self.blocks.get(word >> BLOCK_SHIFT)?;
+        Some(self.packing.field(block.words[word & BLOCK_MASK], shift))
     }
 
     /// Sets `complete_below` from the `allocated` bitmap.
@@ -413,10 +434,10 @@ impl PageTable {
         }
     }
 
-    /// A private copy of block `index` (zeroed if absent).
+    /// A private copy of block `index` (zeroed past the table).
     fn block_copy(&self, index: usize) -> Result<KBox<Words>, AllocError> {
         let mut words = zeroed_words()?;
-        if let Some(Some(block)) = self.blocks.get(index) {
+        if let Some(block) = self.blocks.get(index) {
             *words = *block.words;
         }
         Ok(words)
@@ -426,7 +447,7 @@ impl PageTable {
     fn store_block(&mut self, index: usize, words: KBox<Words>) -> Result<(), AllocError> {
         let block = Arc::new(Block { words }, GFP_KERNEL)?;
         if let Some(slot) = self.blocks.get_mut(index) {
-            *slot = Some(block);
+            *slot = block;
         }
         Ok(())
     }
@@ -468,17 +489,22 @@ impl PageTable {
             let first = chunk_of(block * BLOCK_WORDS);
             let last = chunk_of((block + 1) * BLOCK_WORDS - 1);
             if !(first..=last).any(|c| self.chunk_allocated(c)) {
+                let zero = self.zero.clone();
                 if let Some(slot) = self.blocks.get_mut(block) {
-                    *slot = None;
+                    *slot = zero;
                 }
             }
         }
     }
 
-    /// Storage blocks present (memory held: 4 KiB each).
+    /// Storage blocks of the table's own, not the zero block (memory held:
+    /// 4 KiB each).
     #[cfg(test)]
     pub(crate) fn blocks_held(&self) -> usize {
-        self.blocks.iter().flatten().count()
+        self.blocks
+            .iter()
+            .filter(|b| !Arc::ptr_eq(b, &self.zero))
+            .count()
     }
 
     /// Whether lookups skip the `allocated` bitmap (every chunk allocated).
@@ -576,7 +602,7 @@ impl Editor<'_> {
             Some((i, words)) if *i == word >> BLOCK_SHIFT => {
                 Some(table.packing.field(words[word & BLOCK_MASK], shift))
             }
-            _ => Some(table.entry(region)),
+            _ => table.entry(region),
         }
     }
 
