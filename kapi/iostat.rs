@@ -109,12 +109,11 @@ impl IoStats {
         let column = (index & self.mask) * WIDTH + group as usize;
         // SAFETY: `ptr` is a live per-CPU pointer (type invariant).
         let array = unsafe { preempt::this_cpu_read_ptr(self.ptr.as_ptr()) };
-        // SAFETY: this CPU's array holds `(mask + 1) * WIDTH` counters, the
-        // masked index is at most `mask` and `group + GROUPS < WIDTH`, so
-        // both are in it; readers only
-        // load them, and only this CPU stores to them, with preemption
-        // disabled (`_section`), so a relaxed load and store is the whole
-        // update (`addq` to memory, no `lock`).
+        // Readers only load these counters and only this CPU stores to them,
+        // with preemption disabled (`_section`), so a relaxed load and store
+        // is the whole update (`addq` to memory, no `lock`).
+        // SAFETY: the array holds `(mask + 1) * WIDTH` live, aligned
+        // counters; the masked index is at most `mask`, `group + GROUPS < WIDTH`.
         let (ios, sectors_done) = unsafe {
             (
                 AtomicU64::from_ptr(array.add(column)),

@@ -39,10 +39,10 @@ mod imp {
 
     #[inline(always)]
     pub(super) fn disable() {
+        // No `nomem` option: the block is a compiler barrier, like the C
+        // `barrier()` of `preempt_disable()`.
         // SAFETY: increments this CPU's preemption count, as
-        // `__preempt_count_add(1)` does: one instruction, so it cannot be
-        // split by preemption. No `nomem` option: the block is a compiler
-        // barrier, like the C `barrier()` of `preempt_disable()`.
+        // `__preempt_count_add(1)` does, in one unsplittable instruction.
         unsafe {
             asm!(
                 "incl %gs:{hot}+{off}(%rip)",
@@ -57,11 +57,12 @@ mod imp {
     /// Pairs with an earlier [`disable`] on this CPU.
     #[inline(always)]
     pub(super) unsafe fn enable() {
-        // SAFETY: `preempt_enable()`: decrements this CPU's preemption count
-        // and, when that leaves zero (no other disabling, and the inverted
-        // PREEMPT_NEED_RESCHED bit says a reschedule is pending), calls the
-        // trampoline, whose target preserves every register. The block may
-        // call, so it is not `nostack`; Rust aligns the stack for the call.
+        // `preempt_enable()`: the count reaches zero only with no other
+        // disabling and a reschedule pending (the inverted
+        // PREEMPT_NEED_RESCHED bit). The block may call, so it is not
+        // `nostack`.
+        // SAFETY: paired with `disable` (caller's contract); the trampoline's
+        // target preserves every register, so nothing else is clobbered.
         unsafe {
             asm!(
                 "decl %gs:{hot}+{off}(%rip)",
