@@ -233,8 +233,9 @@ impl Switch {
         }
     }
 
-    /// Accounts `bio` in row `index` and sends it to `path`, `offset` sectors
-    /// in; ends the read-side section `guard`.
+    /// Accounts `bio` in stat group `group` of row `index` (the section
+    /// `guard` keeps this CPU's), ends the section and sends the bio to
+    /// `path`, `offset` sectors in.
     #[inline(always)]
     fn route(
         &self,
@@ -262,13 +263,9 @@ impl Switch {
         if bio.is_empty_flush() {
             let index = self.flush_paths.get(bio.clone_index() as usize);
             let index = index.copied().unwrap_or(0);
-            let path = self.path(index);
+            // A flush flushes the whole device: the path's start will do.
             let guard = rcu::ReadGuard::new();
-            self.instance()
-                .path_io
-                .account(&guard, index as usize, Group::Flush, 0);
-            drop(guard);
-            bio.remap(&path.dev, path.start);
+            self.route(bio, Group::Flush, guard, index, self.path(index), 0);
             return MapResult::Remapped;
         }
         if bio.is_range_op() {
@@ -427,8 +424,8 @@ impl dm::Target for Switch {
     /// The common case, with no call but the one `bio_set_dev()` makes: a
     /// read or write, a region size that needs no divide (a power of two,
     /// or below 2^32 sectors in a target below 2^62), a complete table (every
-    /// chunk allocated). Any other bio goes to [`Self::map_any`], in tail
-    /// position, so that no register needs saving here.
+    /// chunk allocated). Any other bio goes to [`Self::map_any`], called
+    /// last, so that no value here lives across a call.
     #[inline]
     fn map(&self, bio: Bio<'_>) -> MapResult {
         let offset = self.offset(&bio);
