@@ -12,7 +12,6 @@
 
 #include <linux/types.h>
 
-struct bio;
 struct block_device;
 struct genl_info;
 struct genl_family;

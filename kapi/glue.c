@@ -4,7 +4,6 @@
  * functions and macros the Rust crate cannot call directly (per-CPU access
  * among them). No target logic lives here.
  */
-#include <linux/bio.h>
 #include <linux/blkdev.h>
 #include <linux/overflow.h>
 #include <linux/percpu.h>
