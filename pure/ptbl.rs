@@ -7,13 +7,15 @@
 //! first written and can be freed again; regions in a missing chunk, or past
 //! the table, are *unmapped*. Each entry is stored in the fewest bits that hold
 //! every path index (`ceil(log2 paths)`, at least 1: see [`Packing`]), as many
-//! per 64-bit word as fit, like upstream's `switch`; a lookup is a multiply by a
-//! reciprocal, a shift and a mask, never a divide. The words are laid out
-//! chunk after chunk and stored in 4 KiB blocks (kmalloc's 4 KiB bucket, with
-//! nothing lost to rounding), so memory follows the packed size at every
-//! width; a bitmap says which chunks are allocated. A table whose chunks are
-//! all allocated (the usual case: the agent uploads every region) is looked
-//! up without that bitmap.
+//! per 64-bit word as fit, like upstream's `switch`; a lookup is shifts and a
+//! mask (a multiply by a reciprocal for widths that are not a power of two),
+//! never a divide. The words are laid out chunk after chunk and stored in
+//! 4 KiB blocks (kmalloc's 4 KiB bucket, with nothing lost to rounding), so
+//! memory follows the packed size at every width; the blocks of unallocated
+//! chunks share one block of zeroes, so no block is ever missing. A bitmap
+//! says which chunks are allocated. A table whose chunks are all allocated
+//! (the usual case: the agent uploads every region) is looked up without
+//! that bitmap.
 //!
 //! A published [`PageTable`] is never modified: an update builds a new table
 //! beside it ([`PageTable::derive`]), sharing the blocks it does not touch and
@@ -91,7 +93,7 @@ fn zeroed_words() -> Result<KBox<Words>, AllocError> {
 ///
 /// Where `bits` is a power of two (1, 2, 4, 8, 16), words are full, chunks
 /// have no padding, and entry `r` of the table is simply in word
-/// `r >> log2(per_word)` at bit `(r << log2(bits)) % 64`: two shifts and a
+/// `r >> log2(per_word)` at bit `(r * bits) % 64`: a shift, a multiply and a
 /// mask, as in upstream's `switch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Packing {
